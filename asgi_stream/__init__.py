@@ -1,0 +1,15 @@
+"""Stream HTTP responses and Server-Sent Events from any ASGI app."""
+
+from .middleware import StreamMiddleware
+from .stream import CloseReason, Stream, UpstreamError, wait
+from .wire import ServerSentEvent
+
+__all__ = [
+    "CloseReason",
+    "ServerSentEvent",
+    "Stream",
+    "StreamMiddleware",
+    "UpstreamError",
+    "wait",
+]
+__version__ = "0.1.0"

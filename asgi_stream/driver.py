@@ -1,0 +1,157 @@
+"""The driver: runs one Stream against one ASGI ``send``/``receive``.
+
+Every way a Stream reaches a client goes through :func:`drive`: one task watches ``receive``
+for the disconnect, one writer drains the Stream's bounded queue into ``send`` (coalescing
+frames that already wait, heartbeating when idle), one task runs the producer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import anyio
+
+from .stream import DEFAULT_MAX_BUFFER, DEFAULT_PING, Stream, UpstreamError
+from .wire import PING
+
+if TYPE_CHECKING:
+    from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+
+__all__ = ["drive"]
+
+logger = logging.getLogger("asgi_stream")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    headers: Iterable[tuple[bytes, bytes]] = scope.get("headers", ())  # type: ignore[assignment]
+    for key, value in headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def send_plain(send: ASGISendCallable, status: int, text: str) -> None:
+    """A short plain-text response, for failures before the stream started."""
+    body = text.encode("utf-8")
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+            "trailers": False,
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def drive(
+    stream: Stream,
+    scope: Scope,
+    receive: ASGIReceiveCallable,
+    send: ASGISendCallable,
+    *,
+    ping: float | None = DEFAULT_PING,
+    max_buffer: int = DEFAULT_MAX_BUFFER,
+) -> None:
+    """Send ``stream`` as the response to the HTTP request ``scope``; return when it ends.
+
+    ``ping`` and ``max_buffer`` are defaults for a Stream that left them unset.
+    """
+    if scope["type"] != "http":
+        raise TypeError(f"a Stream answers http requests, not {scope['type']!r}")
+    stream._claim()
+    stream._configure(
+        ping=ping, max_buffer=max_buffer, last_event_id=_header(scope, b"last-event-id")
+    )
+    where = f"{scope.get('method', 'GET')} {scope.get('path', '')}"
+    try:
+        async with anyio.create_task_group() as tg:
+            stream._abort = tg.cancel_scope.cancel
+
+            async def watch_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                stream._end("disconnect")
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch_disconnect)
+            if await _start(stream, send, where, head=scope.get("method") == "HEAD"):
+                tg.start_soon(stream._run, where)
+                await _write(stream, send)
+            tg.cancel_scope.cancel()
+    finally:
+        stream._abort = None
+        with anyio.CancelScope(shield=True):
+            await stream._cleanup()
+
+
+async def _start(stream: Stream, send: ASGISendCallable, where: str, *, head: bool) -> bool:
+    """Prepare the source and send the response start; ``False`` if the stream is over."""
+    if not stream._starts_at_once:
+        try:
+            await stream._prepare()
+        except UpstreamError as exc:
+            logger.warning("proxy stream failed (%s): %s", where, exc)
+            stream._end("error")
+            await _answer(stream, send, 502, f"Bad Gateway: {exc}\n")
+            return False
+        except Exception:
+            logger.exception("stream source failed before the first item (%s)", where)
+            stream._end("error")
+            await _answer(stream, send, 500, "Internal Server Error\n")
+            return False
+    if stream._reason == "shutdown":
+        await _answer(stream, send, 503, "Service Unavailable: the server is shutting down\n")
+        return False
+    try:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": stream.status,
+                "headers": stream._response_headers(),
+                "trailers": False,
+            }
+        )
+    except OSError:
+        stream._end("disconnect")
+        return False
+    if head:
+        stream.close()
+    return True
+
+
+async def _answer(stream: Stream, send: ASGISendCallable, status: int, text: str) -> None:
+    with contextlib.suppress(OSError):  # the client left: nothing to answer
+        await send_plain(send, status, text)
+
+
+async def _write(stream: Stream, send: ASGISendCallable) -> None:
+    """Write queued frames until the stream is closed, then the final empty body."""
+    interval = stream._ping_seconds
+    try:
+        while True:
+            if not stream._ready():
+                if interval is None:
+                    await stream._wait_frames()
+                else:
+                    with anyio.move_on_after(interval) as idle:
+                        await stream._wait_frames()
+                    if idle.cancelled_caught:
+                        await send({"type": "http.response.body", "body": PING, "more_body": True})
+                        continue
+            chunk = stream._take()
+            if not chunk:
+                break
+            stream._writing = True
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            stream._writing = False
+        if stream._reason not in ("disconnect", "slow-client"):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except OSError:
+        stream._end("disconnect")

@@ -1,0 +1,477 @@
+"""The producer side: the object a handler builds and returns.
+
+A ``Stream`` owns its source (callback, values, iterable, upstream response) and a bounded
+queue of encoded frames. It knows nothing of ASGI: the driver takes frames out of the queue
+and writes them; ``value`` does the same for a framework's own streaming response.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+import anyio
+import anyio.lowlevel
+
+from .wire import (
+    HeadersInput,
+    ServerSentEvent,
+    _check_fields,
+    content_type,
+    encode_retry,
+    encoder_for,
+    normalize_headers,
+    response_headers,
+)
+
+if TYPE_CHECKING:
+    from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+
+__all__ = ["CloseReason", "Stream", "UpstreamError", "wait"]
+
+logger = logging.getLogger("asgi_stream")
+
+CloseReason = Literal["complete", "disconnect", "slow-client", "shutdown", "error"]
+Mode = Literal["callback", "values", "iterable", "awaitable", "proxy"]
+
+DEFAULT_PING: Final = 15_000
+DEFAULT_MAX_BUFFER: Final = 1_048_576
+# A producer that never suspends yields to the loop at least this often (seconds), so a
+# CPU-bound source neither starves other streams nor delays its own first bytes.
+_TIME_SLICE: Final = 0.005
+# Automatic producers pause when this many bytes wait (or half of max_buffer, if smaller).
+_LOW_WATER: Final = 65_536
+_SINGLE_ITEM = (str, bytes, bytearray, memoryview, Mapping, ServerSentEvent)
+_DROPPING: Final = frozenset({"disconnect", "slow-client"})
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+UNSET: Final = _Unset()
+
+
+class UpstreamError(Exception):
+    """The upstream of a proxy stream answered with an error status."""
+
+    def __init__(self, status: int, reason: str = "") -> None:
+        super().__init__(f"upstream answered {status} {reason}".rstrip())
+        self.status = status
+
+
+async def wait(ms: float) -> None:
+    """Sleep ``ms`` milliseconds."""
+    await anyio.sleep(ms / 1000)
+
+
+def check_ping(ping: object) -> None:
+    """``ping`` is ``None`` (off) or a non-negative number of milliseconds."""
+    if ping is not None and (
+        isinstance(ping, bool) or not isinstance(ping, (int, float)) or ping < 0
+    ):
+        raise ValueError(f"ping must be None or milliseconds >= 0, not {ping!r}")
+
+
+def check_max_buffer(max_buffer: object) -> None:
+    """``max_buffer`` is a positive number of bytes."""
+    if isinstance(max_buffer, bool) or not isinstance(max_buffer, int) or max_buffer < 1:
+        raise ValueError(f"max_buffer must be a positive int (bytes), not {max_buffer!r}")
+
+
+def _is_single_item(obj: object) -> bool:
+    return (
+        isinstance(obj, _SINGLE_ITEM)
+        or (dataclasses.is_dataclass(obj) and not isinstance(obj, type))
+        or callable(getattr(obj, "model_dump", None))
+    )
+
+
+def _classify(source: object) -> Mode:
+    if source is None:
+        return "values"
+    if hasattr(source, "aiter_raw") and not isinstance(source, type):
+        return "proxy"
+    if _is_single_item(source) or hasattr(source, "__aiter__") or hasattr(source, "__iter__"):
+        return "iterable"
+    if inspect.isawaitable(source):
+        return "awaitable"
+    if inspect.isasyncgenfunction(source) or inspect.isgeneratorfunction(source):
+        name = getattr(source, "__name__", "source")
+        raise TypeError(f"Stream() got the generator function {name}; call it: Stream({name}())")
+    if callable(source):
+        return "callback"
+    raise TypeError(
+        f"Stream() cannot stream a {type(source).__qualname__}: pass a callable, an (async) "
+        "iterable, an awaitable of one, or an upstream response"
+    )
+
+
+async def _close_quietly(obj: object) -> None:
+    """Close a source or iterator the way it wants to be closed (``aclose`` or ``close``)."""
+    closer = getattr(obj, "aclose", None) or getattr(obj, "close", None)
+    if closer is None:
+        return
+    try:
+        result = closer()
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        logger.exception("closing the stream source %r failed", obj)
+
+
+class Stream:
+    """A streaming response: return it from a handler, or run it as an ASGI app."""
+
+    def __init__(
+        self,
+        source: Any = None,
+        /,
+        *,
+        event: str | None = None,
+        retry: int | None = None,
+        status: int = 200,
+        headers: HeadersInput = None,
+        ping: float | _Unset | None = UNSET,
+        max_buffer: int | _Unset = UNSET,
+        format: Literal["sse", "ndjson", "text"] = "sse",
+    ) -> None:
+        self._encode = encoder_for(format)
+        self.format = format
+        if format != "sse" and (event is not None or retry is not None):
+            raise TypeError(f"format={format!r} has no event or retry; use format='sse'")
+        _check_fields(event, None, retry)
+        if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
+            raise ValueError(f"status must be an int from 200 to 599, not {status!r}")
+        if not isinstance(ping, _Unset):
+            check_ping(ping)
+        if not isinstance(max_buffer, _Unset):
+            check_max_buffer(max_buffer)
+        self._event = event
+        self.status = status
+        self._headers = normalize_headers(headers)
+        self._ping = ping
+        self._max_buffer = max_buffer
+        self._source: Any = source
+        self._mode: Mode = _classify(source)
+        self._iterator: Iterator[Any] | AsyncIterator[Any] | None = None
+        self._owned: list[object] = []  # what the stream opened or iterated: closed at the end
+        self._first: list[Any] = []
+        self._upstream_headers: list[tuple[bytes, bytes]] = []
+        self._callbacks: list[Callable[[CloseReason], object]] = []
+        self._reason: CloseReason | None = None
+        self._fired = False
+        self._claimed = False
+        self.last_event_id: str | None = None
+        # The queue: encoded frames waiting for the writer, and their size in bytes.
+        self._frames: list[bytes] = []
+        self._queued = 0
+        self._limit = DEFAULT_MAX_BUFFER if isinstance(max_buffer, _Unset) else max_buffer
+        self._writing = False  # the consumer holds a chunk it has not finished writing
+        self._wakeup: anyio.Event | None = None  # set when the writer waits for frames
+        self._room: anyio.Event | None = None  # set when a producer waits for room
+        self._abort: Callable[[], None] | None = None  # cancels whoever consumes the stream
+        if retry is not None:
+            self._push(encode_retry(retry))
+
+    def __repr__(self) -> str:
+        state = f"closed={self._reason!r}" if self._reason else "open"
+        return f"<Stream {self._mode} format={self.format!r} {state}>"
+
+    # -- public API ---------------------------------------------------------------------
+
+    def send(
+        self,
+        data: Any,
+        *,
+        event: str | None = None,
+        id: str | int | None = None,
+        retry: int | None = None,
+    ) -> bool:
+        """Encode and enqueue one event; never blocks. ``False`` once the stream is closed."""
+        if self._reason is not None:
+            return False
+        frame = self._encode(data, event=event, id=id, retry=retry, default_event=self._event)
+        return self._push(frame) if frame else True
+
+    def close(self) -> None:
+        """End the stream once the queued events are written. Idempotent."""
+        self._end("complete")
+
+    @property
+    def closed(self) -> bool:
+        return self._reason is not None
+
+    async def wait(self, ms: float) -> None:
+        """Sleep ``ms`` milliseconds."""
+        await anyio.sleep(ms / 1000)
+
+    async def drain(self) -> None:
+        """Wait until the send queue has room again (returns at once if it has)."""
+        if not await self._until_room():
+            await anyio.lowlevel.checkpoint()
+
+    def on_close(self, callback: Callable[[CloseReason], object]) -> None:
+        """Call ``callback(reason)`` once when the stream ends (sync or async)."""
+        if not callable(callback):
+            raise TypeError(f"on_close() needs a callable, not {type(callback).__name__}")
+        if self._fired:
+            raise RuntimeError("the stream has already ended; on_close() is too late")
+        self._callbacks.append(callback)
+
+    @property
+    def value(self) -> AsyncIterator[bytes]:
+        """The encoded frames as an async iterator, for a framework's own streaming response.
+
+        Single consumer; it runs the producer itself. Close it (``aclose``) in the task that
+        iterates it if you stop early. Prefer returning the Stream: only the driver detects
+        disconnects, sends heartbeats and drops slow clients.
+        """
+        self._claim()
+        return self._iterate()
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        """Run this stream as an ASGI application."""
+        from .driver import drive  # the driver sits above this layer
+
+        await drive(self, scope, receive, send)
+
+    # -- the queue ----------------------------------------------------------------------
+
+    def _push(self, frame: bytes) -> bool:
+        self._frames.append(frame)
+        self._queued += len(frame)
+        if self._writing and self._queued > self._limit:
+            self._end("slow-client")
+            return False
+        if self._wakeup is not None:
+            self._wakeup.set()
+            self._wakeup = None
+        return True
+
+    def _ready(self) -> bool:
+        return bool(self._frames) or self._reason is not None
+
+    async def _wait_frames(self) -> None:
+        """Return once frames are queued or the stream is closed."""
+        if not self._ready():
+            self._wakeup = anyio.Event()
+            await self._wakeup.wait()
+
+    def _take(self) -> bytes:
+        """Everything queued, as one chunk (coalescing frames that already wait)."""
+        frames = self._frames
+        if not frames:
+            return b""
+        chunk = frames[0] if len(frames) == 1 else b"".join(frames)
+        self._frames = []
+        self._queued = 0
+        if self._room is not None:
+            self._room.set()
+            self._room = None
+        return chunk
+
+    @property
+    def _low_water(self) -> int:
+        """Queued bytes at which producers pause: "the queue has no room"."""
+        return min(_LOW_WATER, max(1, self._limit // 2))
+
+    async def _until_room(self) -> bool:
+        """Wait while too much is queued; ``True`` if it had to wait."""
+        waited = False
+        while self._reason is None and self._queued >= self._low_water:
+            if self._room is None:
+                self._room = anyio.Event()
+            await self._room.wait()
+            waited = True
+        return waited
+
+    def _end(self, reason: CloseReason) -> bool:
+        """Close with ``reason`` (first one wins); dropping reasons discard the queue."""
+        if self._reason is not None:
+            return False
+        self._reason = reason
+        if reason in _DROPPING:
+            self._frames = []
+            self._queued = 0
+        for event in (self._wakeup, self._room):
+            if event is not None:
+                event.set()
+        self._wakeup = self._room = None
+        if reason == "slow-client" and self._abort is not None:
+            self._abort()
+        return True
+
+    # -- lifecycle, called by the driver -------------------------------------------------
+
+    def _claim(self) -> None:
+        if self._claimed:
+            raise RuntimeError("this Stream is already being sent; a Stream has one consumer")
+        self._claimed = True
+
+    def _configure(self, *, ping: float | None, max_buffer: int, last_event_id: str | None) -> None:
+        """Apply the driver's defaults where the Stream left ``ping``/``max_buffer`` unset."""
+        if isinstance(self._max_buffer, _Unset):
+            self._limit = max_buffer
+        if isinstance(self._ping, _Unset):
+            self._ping = ping
+        self.last_event_id = last_event_id
+
+    @property
+    def _ping_seconds(self) -> float | None:
+        """Heartbeat interval, or ``None`` where a comment frame would corrupt the body."""
+        ping = None if isinstance(self._ping, _Unset) else self._ping
+        if not ping or not self._response_content_type().startswith(b"text/event-stream"):
+            return None
+        return ping / 1000
+
+    def _response_content_type(self) -> bytes:
+        for name, value in self._headers + self._upstream_headers:
+            if name == b"content-type":
+                return value
+        return content_type(self.format)
+
+    def _response_headers(self) -> list[tuple[bytes, bytes]]:
+        return response_headers(content_type(self.format), self._upstream_headers + self._headers)
+
+    @property
+    def _starts_at_once(self) -> bool:
+        """Manual modes open the response at once; automatic ones wait for the first item."""
+        return self._mode in ("callback", "values")
+
+    async def _prepare(self) -> None:
+        """Resolve the source and fetch its first item, so an early failure can be a 500/502."""
+        source = self._source
+        if self._mode == "awaitable":
+            source = await source
+            self._source = source
+            self._mode = "proxy" if hasattr(source, "aiter_raw") else "iterable"
+            if self._mode == "iterable" and not (
+                _is_single_item(source)
+                or hasattr(source, "__aiter__")
+                or hasattr(source, "__iter__")
+            ):
+                source = [] if source is None else [source]
+        if self._mode == "proxy":
+            status = int(source.status_code)
+            if status >= 400:
+                await _close_quietly(source)
+                raise UpstreamError(status, str(getattr(source, "reason_phrase", "")))
+            self._upstream_headers = _upstream_headers(source)
+            self._iterator = source.aiter_raw()
+            self._owned = [self._iterator, source]  # close the iterator, then the response
+        elif self._mode == "iterable":
+            if _is_single_item(source):
+                source = [source]
+            self._iterator = aiter(source) if hasattr(source, "__aiter__") else iter(source)
+            self._owned = [self._iterator] if self._iterator is source else [self._iterator, source]
+        else:
+            return
+        self._first = await self._next_item()
+
+    async def _next_item(self) -> list[Any]:
+        """The next item as a one-element list, or ``[]`` at the end."""
+        iterator = self._iterator
+        if isinstance(iterator, Iterator):
+            for item in iterator:
+                return [item]
+            return []
+        assert iterator is not None
+        try:
+            return [await anext(iterator)]
+        except StopAsyncIteration:
+            return []
+
+    async def _produce(self) -> None:
+        """Run the source until it ends; raises what the source raises."""
+        if self._mode == "callback":
+            result = self._source(self)
+            if inspect.isawaitable(result):
+                await result
+            return
+        if self._mode == "values":
+            return
+        proxy = self._mode == "proxy"
+        item = self._first
+        self._first = []
+        deadline = time.monotonic() + _TIME_SLICE
+        while item and self._reason is None:
+            if not proxy:
+                self.send(item[0])
+            elif item[0]:
+                self._push(bytes(item[0]))  # upstream bytes pass through unchanged
+            if self._queued >= self._low_water:
+                await self._until_room()
+                deadline = time.monotonic() + _TIME_SLICE
+            elif time.monotonic() >= deadline:
+                await anyio.lowlevel.checkpoint()
+                deadline = time.monotonic() + _TIME_SLICE
+            item = await self._next_item()
+        self.close()
+
+    async def _run(self, where: str) -> None:
+        """Run the producer; an exception ends the stream with ``"error"`` after logging it."""
+        try:
+            await self._produce()
+        except Exception:
+            logger.exception("stream producer failed (%s)", where)
+            self._end("error")
+
+    async def _cleanup(self) -> None:
+        """Close the iterator, the source and the upstream response; fire ``on_close``."""
+        owned, self._owned, self._iterator = self._owned, [], None
+        for obj in owned:
+            await _close_quietly(obj)
+        if self._mode == "awaitable" and inspect.iscoroutine(self._source):
+            self._source.close()  # never awaited: the stream ended before it was needed
+        if self._reason is None:
+            self._end("disconnect")
+        if self._fired:
+            return
+        self._fired = True
+        reason = self._reason
+        assert reason is not None
+        for callback in self._callbacks:
+            try:
+                result = callback(reason)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("on_close callback %r failed", callback)
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        self._configure(ping=None, max_buffer=self._limit, last_event_id=None)
+        try:
+            await self._prepare()
+            async with anyio.create_task_group() as tg:
+                self._abort = tg.cancel_scope.cancel
+                tg.start_soon(self._run, "Stream.value")
+                while True:
+                    await self._wait_frames()
+                    chunk = self._take()
+                    if not chunk:
+                        break
+                    self._writing = True
+                    yield chunk
+                    self._writing = False
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._cleanup()
+
+
+def _upstream_headers(response: Any) -> list[tuple[bytes, bytes]]:
+    """The upstream headers a proxy keeps: its content type (and encoding, bytes are raw)."""
+    headers = getattr(response, "headers", None) or {}
+    kept = [(b"content-type", str(headers.get("content-type") or "text/event-stream").encode())]
+    encoding = headers.get("content-encoding")
+    if encoding:
+        kept.append((b"content-encoding", str(encoding).encode()))
+    return kept

@@ -1,0 +1,312 @@
+"""Wire format: events and values to bytes. Pure functions, no I/O, no async.
+
+Everything a client will parse is produced here, so that the framing rules (one ``data:``
+line per line, validated ``id``/``event``/``retry``) live in one place and can be tested
+without an event loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
+
+__all__ = [
+    "FORMATS",
+    "PING",
+    "Format",
+    "ServerSentEvent",
+    "content_type",
+    "encode",
+    "encode_comment",
+    "encode_ndjson",
+    "encode_retry",
+    "encode_sse",
+    "encode_text",
+    "json_dumps",
+    "response_headers",
+]
+
+Format = Literal["sse", "ndjson", "text"]
+FORMATS: tuple[Format, ...] = ("sse", "ndjson", "text")
+
+PING = b": ping\n\n"
+
+_CONTENT_TYPES: dict[str, bytes] = {
+    "sse": b"text/event-stream; charset=utf-8",
+    "ndjson": b"application/x-ndjson",
+    "text": b"text/plain; charset=utf-8",
+}
+# Hop-by-hop headers are the server's business; on HTTP/2 they are a protocol error.
+_FORBIDDEN_HEADERS = frozenset({b"connection", b"transfer-encoding"})
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_RAW = (bytes, bytearray, memoryview)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServerSentEvent:
+    """One event with explicit fields; ``data`` follows the same rules as ``Stream.send``."""
+
+    data: Any = None
+    event: str | None = None
+    id: str | int | None = None
+    retry: int | None = None
+    comment: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_fields(self.event, self.id, self.retry)
+        if self.comment is not None and not isinstance(self.comment, str):
+            raise TypeError(
+                f"ServerSentEvent.comment must be str, not {type(self.comment).__name__}"
+            )
+        if isinstance(self.data, _RAW):
+            raise TypeError(
+                "ServerSentEvent.data cannot be bytes: send pre-encoded bytes directly, or pass str"
+            )
+
+
+def _check_fields(event: object, id: object, retry: object) -> None:
+    """Refuse values that would break framing; never repair them silently."""
+    if event is not None:
+        if not isinstance(event, str):
+            raise TypeError(f"event must be str, not {type(event).__name__}")
+        if "\r" in event or "\n" in event:
+            raise ValueError(f"event must not contain CR or LF: {event!r}")
+    if id is not None:
+        if isinstance(id, bool) or not isinstance(id, (str, int)):
+            raise TypeError(f"id must be str or int, not {type(id).__name__}")
+        if isinstance(id, str) and ("\r" in id or "\n" in id or "\0" in id):
+            raise ValueError(f"id must not contain CR, LF or NUL: {id!r}")
+    if retry is not None and (isinstance(retry, bool) or not isinstance(retry, int) or retry < 0):
+        raise ValueError(f"retry must be a non-negative integer (milliseconds), not {retry!r}")
+
+
+def _json_default(obj: Any) -> Any:
+    dump = getattr(obj, "model_dump", None)  # pydantic v2 models
+    if callable(dump):
+        return dump(mode="json")
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    raise TypeError(f"cannot encode an object of type {type(obj).__qualname__} as JSON")
+
+
+def json_dumps(obj: Any) -> str:
+    """Compact, non-ASCII-escaped JSON; the output never contains a raw CR or LF."""
+    try:
+        return json.dumps(
+            obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
+        )
+    except ValueError as exc:  # NaN/Infinity or a circular reference
+        raise ValueError(f"cannot encode {type(obj).__qualname__} as JSON: {exc}") from None
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"data is not valid Unicode text: {exc.reason} at position {exc.start} "
+            f"({text[exc.start : exc.end]!r})"
+        ) from None
+
+
+def _data_lines(text: str) -> bytes:
+    if "\n" not in text and "\r" not in text:
+        return b"data: " + _utf8(text) + b"\n"
+    return b"".join(b"data: " + _utf8(line) + b"\n" for line in _LINE_BREAK.split(text))
+
+
+def _text_of(data: Any) -> str:
+    return data if isinstance(data, str) else json_dumps(data)
+
+
+def encode_sse(
+    data: Any,
+    *,
+    event: str | None = None,
+    id: str | int | None = None,
+    retry: int | None = None,
+    default_event: str | None = None,
+) -> bytes:
+    """Encode one ``send()`` call as an SSE frame; ``b""`` means nothing to send."""
+    if isinstance(data, _RAW):
+        if event is not None or id is not None or retry is not None:
+            raise TypeError("bytes are pre-encoded wire data: event, id and retry cannot be added")
+        return bytes(data)
+    if isinstance(data, ServerSentEvent):
+        if event is not None or id is not None or retry is not None:
+            raise TypeError("pass event, id and retry inside the ServerSentEvent, not beside it")
+        sse = data
+        data, event, id, retry = sse.data, sse.event, sse.id, sse.retry
+        parts = [_comment_lines(sse.comment)] if sse.comment is not None else []
+    else:
+        if data is None or data == "":
+            return b""  # as in the original: nothing to send
+        if event is not None or id is not None or retry is not None:
+            _check_fields(event, id, retry)
+        parts = []
+    if id is not None:
+        parts.append(b"id: " + _utf8(str(id)) + b"\n")
+    if data is not None and event is None:
+        event = default_event
+    if event is not None:
+        parts.append(b"event: " + _utf8(event) + b"\n")
+    if retry is not None:
+        parts.append(b"retry: %d\n" % retry)
+    if data is not None:
+        parts.append(_data_lines(_text_of(data)))
+    if not parts:
+        return b""
+    parts.append(b"\n")
+    return b"".join(parts)
+
+
+def _comment_lines(text: str) -> bytes:
+    return b"".join(b": " + _utf8(line) + b"\n" for line in _LINE_BREAK.split(text))
+
+
+def encode_comment(text: str) -> bytes:
+    """A comment frame; every line of ``text`` stays a comment."""
+    return _comment_lines(text) + b"\n"
+
+
+def encode_retry(retry: int) -> bytes:
+    """The stream-level ``retry:`` frame, written once before any event."""
+    _check_fields(None, None, retry)
+    return b"retry: %d\n\n" % retry
+
+
+def _no_sse_fields(fmt: str, event: object, id: object, retry: object) -> None:
+    if event is not None or id is not None or retry is not None:
+        raise TypeError(f"format={fmt!r} has no event, id or retry fields; use format='sse'")
+
+
+def encode_ndjson(
+    data: Any,
+    *,
+    event: str | None = None,
+    id: str | int | None = None,
+    retry: int | None = None,
+    default_event: str | None = None,
+) -> bytes:
+    """One compact JSON document per line; bytes are written as-is."""
+    _no_sse_fields("ndjson", event, id, retry)
+    if isinstance(data, _RAW):
+        return bytes(data)
+    if data is None or data == "":
+        return b""
+    if isinstance(data, ServerSentEvent):
+        raise TypeError("ServerSentEvent needs format='sse'")
+    return _utf8(json_dumps(data)) + b"\n"
+
+
+def encode_text(
+    data: Any,
+    *,
+    event: str | None = None,
+    id: str | int | None = None,
+    retry: int | None = None,
+    default_event: str | None = None,
+) -> bytes:
+    """Plain text: str as UTF-8, bytes as-is, nothing added."""
+    _no_sse_fields("text", event, id, retry)
+    if isinstance(data, _RAW):
+        return bytes(data)
+    if data is None:
+        return b""
+    if not isinstance(data, str):
+        raise TypeError(
+            f"format='text' sends str or bytes, not {type(data).__qualname__}; "
+            "convert it, or use format='ndjson' or 'sse'"
+        )
+    return _utf8(data)
+
+
+_ENCODERS = {"sse": encode_sse, "ndjson": encode_ndjson, "text": encode_text}
+
+
+def encode(
+    fmt: Format,
+    data: Any,
+    *,
+    event: str | None = None,
+    id: str | int | None = None,
+    retry: int | None = None,
+    default_event: str | None = None,
+) -> bytes:
+    """Encode ``data`` in format ``fmt``."""
+    return _ENCODERS[fmt](data, event=event, id=id, retry=retry, default_event=default_event)
+
+
+Encoder = Callable[..., bytes]
+
+
+def encoder_for(fmt: str) -> Encoder:
+    """The encoding function of a format; ``ValueError`` names an unknown one."""
+    try:
+        return _ENCODERS[fmt]
+    except (KeyError, TypeError):
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}") from None
+
+
+def content_type(fmt: Format) -> bytes:
+    """The default ``content-type`` of a format."""
+    return _CONTENT_TYPES[fmt]
+
+
+HeadersInput = Mapping[str, str] | Iterable[tuple[str, str]] | None
+
+
+def normalize_headers(headers: HeadersInput) -> list[tuple[bytes, bytes]]:
+    """Validate user headers and turn them into ASGI pairs; names are lower-cased."""
+    if headers is None:
+        return []
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    result: list[tuple[bytes, bytes]] = []
+    for pair in pairs:
+        try:
+            name, value = pair
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"headers must be a mapping or (name, value) pairs, got {pair!r}"
+            ) from None
+        raw_name = _header_part("name", name).lower()
+        raw_value = _header_part("value", value)
+        if raw_name in _FORBIDDEN_HEADERS:
+            raise ValueError(f"header {raw_name.decode()!r} is hop-by-hop; the server sets it")
+        result.append((raw_name, raw_value))
+    return result
+
+
+def _header_part(what: str, part: object) -> bytes:
+    if isinstance(part, str):
+        raw = part.encode("latin-1", errors="strict") if part.isascii() else None
+        if raw is None:
+            raise ValueError(f"header {what} must be ASCII: {part!r}")
+    elif isinstance(part, bytes):
+        raw = part
+    else:
+        raise TypeError(f"header {what} must be str, not {type(part).__name__}")
+    if (
+        b"\r" in raw
+        or b"\n" in raw
+        or b"\0" in raw
+        or (what == "name" and (not raw or b":" in raw))
+    ):
+        raise ValueError(f"invalid header {what}: {part!r}")
+    return raw
+
+
+def response_headers(
+    default_content_type: bytes, extra: list[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """Our streaming headers, each replaced by a user header of the same name."""
+    base = [
+        (b"content-type", default_content_type),
+        (b"cache-control", b"no-cache"),
+        (b"x-accel-buffering", b"no"),
+    ]
+    overridden = {name for name, _ in extra}
+    return [pair for pair in base if pair[0] not in overridden] + extra
