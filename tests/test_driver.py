@@ -1,0 +1,548 @@
+"""The driver's guarantees (SPEC "Driver guarantees"), in process, on asyncio and trio."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+import pytest
+
+from asgi_stream import CloseReason, ServerSentEvent, Stream
+from asgi_stream.driver import drive
+from tests.peer import Peer
+
+pytestmark = pytest.mark.anyio
+
+
+def record(stream: Stream) -> list[CloseReason]:
+    reasons: list[CloseReason] = []
+    stream.on_close(reasons.append)
+    return reasons
+
+
+# -- modes ---------------------------------------------------------------------------------
+
+
+async def test_callback_mode_starts_at_once_and_streams_in_order() -> None:
+    go = anyio.Event()
+
+    async def callback(stream: Stream) -> None:
+        await go.wait()
+        stream.send("hello")
+        await stream.wait(5)
+        stream.send("world")
+        stream.close()
+
+    peer, stream = Peer(), Stream(callback)
+    reasons = record(stream)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stream, peer.scope, peer.receive, peer.send)
+        await peer.wait_for(lambda: peer.start is not None)
+        assert peer.body == b""  # the client sees the stream open before any event
+        go.set()
+    assert peer.status == 200
+    assert peer.body == b"data: hello\n\ndata: world\n\n"
+    assert peer.finished and reasons == ["complete"]
+
+
+async def test_sync_callback_runs() -> None:
+    def callback(stream: Stream) -> None:
+        stream.send({"n": 1})
+        stream.close()
+
+    peer = Peer()
+    await Stream(callback)(peer.scope, peer.receive, peer.send)
+    assert peer.body == b'data: {"n":1}\n\n' and peer.finished
+
+
+async def test_callback_that_returns_keeps_the_stream_open_until_close() -> None:
+    stream = Stream(lambda s: s.send("first"))
+    peer = Peer()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stream, peer.scope, peer.receive, peer.send)
+        await peer.wait_for(lambda: peer.body == b"data: first\n\n")
+        assert not peer.finished and not stream.closed
+        stream.send("later")
+        stream.close()
+    assert peer.body == b"data: first\n\ndata: later\n\n" and peer.finished
+
+
+async def test_value_mode_is_fed_from_another_task() -> None:
+    stream, peer = Stream(event="count"), Peer()
+
+    async def interval() -> None:
+        for n in range(3):
+            stream.send(n, id=n)
+            await stream.wait(2)
+        stream.close()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stream, peer.scope, peer.receive, peer.send)
+        tg.start_soon(interval)
+    assert peer.body == b"".join(b"id: %d\nevent: count\ndata: %d\n\n" % (n, n) for n in range(3))
+
+
+@pytest.mark.parametrize("kind", ["list", "generator", "async_generator", "awaitable"])
+async def test_automatic_mode_sends_each_item_and_closes(kind: str) -> None:
+    items: list[Any] = ["a", {"b": [1, 2]}, 3, ServerSentEvent("d", event="x"), None, "e"]
+
+    def gen() -> Iterator[Any]:
+        yield from items
+
+    async def agen() -> AsyncIterator[Any]:
+        for item in items:
+            yield item
+
+    async def resolves() -> AsyncIterator[Any]:
+        return agen()
+
+    make = {"list": lambda: items, "generator": gen, "async_generator": agen, "awaitable": resolves}
+    stream, peer = Stream(make[kind]()), Peer()
+    reasons = record(stream)
+    await stream(peer.scope, peer.receive, peer.send)
+    assert peer.body == (
+        b'data: a\n\ndata: {"b":[1,2]}\n\ndata: 3\n\nevent: x\ndata: d\n\ndata: e\n\n'
+    )
+    assert peer.finished and reasons == ["complete"]
+
+
+@pytest.mark.parametrize("source", ["one line\ntwo", b"raw: bytes\n\n"])
+async def test_str_or_bytes_source_is_one_item(source: str | bytes) -> None:
+    peer = Peer()
+    await Stream(source)(peer.scope, peer.receive, peer.send)
+    expected = source if isinstance(source, bytes) else b"data: one line\ndata: two\n\n"
+    assert peer.body == expected
+
+
+async def test_empty_source_gives_an_empty_200() -> None:
+    peer = Peer()
+    await Stream([])(peer.scope, peer.receive, peer.send)
+    assert peer.status == 200 and peer.body == b"" and peer.finished
+
+
+async def test_retry_is_the_first_frame_and_stream_event_names_data_events() -> None:
+    peer = Peer()
+    stream = Stream(
+        ["a", ServerSentEvent(comment="c"), ServerSentEvent("b", event="own")],
+        event="msg",
+        retry=3000,
+    )
+    await stream(peer.scope, peer.receive, peer.send)
+    assert peer.body == (b"retry: 3000\n\nevent: msg\ndata: a\n\n: c\n\nevent: own\ndata: b\n\n")
+
+
+async def test_response_headers_status_and_overrides() -> None:
+    peer = Peer()
+    stream = Stream(["x"], status=201, headers={"X-Trace": "1", "Cache-Control": "no-store"})
+    await stream(peer.scope, peer.receive, peer.send)
+    assert peer.status == 201
+    assert peer.headers == {
+        b"content-type": b"text/event-stream; charset=utf-8",
+        b"cache-control": b"no-store",
+        b"x-accel-buffering": b"no",
+        b"x-trace": b"1",
+    }
+    names = [name for name, _ in peer.start["headers"]]  # type: ignore[index]
+    assert b"connection" not in names and b"transfer-encoding" not in names
+
+
+@pytest.mark.parametrize(
+    ("fmt", "items", "content_type", "body"),
+    [
+        ("ndjson", [{"a": 1}, "s", [1]], b"application/x-ndjson", b'{"a":1}\n"s"\n[1]\n'),
+        ("text", ["a\n", b"b", "é"], b"text/plain; charset=utf-8", "a\nbé".encode()),
+    ],
+)
+async def test_other_formats(fmt: Any, items: list[Any], content_type: bytes, body: bytes) -> None:
+    peer = Peer()
+    await Stream(items, format=fmt)(peer.scope, peer.receive, peer.send)
+    assert peer.headers[b"content-type"] == content_type and peer.body == body
+
+
+async def test_last_event_id_comes_from_the_request() -> None:
+    seen: list[str | None] = []
+
+    def callback(stream: Stream) -> None:
+        seen.append(stream.last_event_id)
+        stream.close()
+
+    peer = Peer(headers=[(b"last-event-id", b"41")])
+    await Stream(callback)(peer.scope, peer.receive, peer.send)
+    assert seen == ["41"]
+
+
+# -- failures before and after the start ---------------------------------------------------
+
+
+async def test_generator_failing_before_its_first_item_gives_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def broken() -> AsyncIterator[str]:
+        raise RuntimeError("no first item")
+        yield "never"
+
+    stream, peer = Stream(broken()), Peer(path="/llm")
+    reasons = record(stream)
+    with caplog.at_level(logging.ERROR, logger="asgi_stream"):
+        await stream(peer.scope, peer.receive, peer.send)
+    assert peer.status == 500 and peer.finished
+    assert reasons == ["error"]
+    assert "/llm" in caplog.text and "no first item" in caplog.text
+
+
+async def test_rejected_awaitable_gives_500() -> None:
+    async def rejected() -> list[str]:
+        raise ConnectionError("upstream down")
+
+    peer = Peer()
+    await Stream(rejected())(peer.scope, peer.receive, peer.send)
+    assert peer.status == 500
+
+
+async def test_failure_after_start_ends_cleanly_with_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def flaky() -> AsyncIterator[str]:
+        yield "one"
+        yield "two"
+        raise RuntimeError("midway")
+
+    stream, peer = Stream(flaky()), Peer(path="/flaky")
+    reasons = record(stream)
+    with caplog.at_level(logging.ERROR, logger="asgi_stream"):
+        await stream(peer.scope, peer.receive, peer.send)
+    assert peer.status == 200
+    assert peer.body == b"data: one\n\ndata: two\n\n"  # nothing sent before the error is lost
+    assert peer.finished and reasons == ["error"]
+    assert "/flaky" in caplog.text
+
+
+async def test_callback_that_raises_ends_cleanly_with_error() -> None:
+    async def callback(stream: Stream) -> None:
+        stream.send("before")
+        raise ValueError("bug")
+
+    stream, peer = Stream(callback), Peer()
+    reasons = record(stream)
+    await stream(peer.scope, peer.receive, peer.send)
+    assert peer.body == b"data: before\n\n" and peer.finished and reasons == ["error"]
+
+
+async def test_unencodable_item_is_an_error_naming_its_type(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Opaque:
+        pass
+
+    stream, peer = Stream(["ok", Opaque()]), Peer()
+    reasons = record(stream)
+    with caplog.at_level(logging.ERROR, logger="asgi_stream"):
+        await stream(peer.scope, peer.receive, peer.send)
+    assert reasons == ["error"] and "Opaque" in caplog.text
+
+
+# -- disconnect ----------------------------------------------------------------------------
+
+
+async def test_disconnect_cancels_callback_and_sends_nothing_more() -> None:
+    cleaned = anyio.Event()
+
+    async def callback(stream: Stream) -> None:
+        try:
+            for n in itertools.count():
+                stream.send(n)
+                await stream.wait(1)
+        finally:
+            cleaned.set()
+
+    stream, peer = Stream(callback), Peer()
+    reasons = record(stream)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stream, peer.scope, peer.receive, peer.send)
+        await peer.wait_for(lambda: len(peer.bodies) >= 3)
+        peer.disconnect()
+    assert cleaned.is_set() and reasons == ["disconnect"]
+    assert peer.sent_after_disconnect == 0 and not peer.finished
+
+
+async def test_disconnect_closes_the_async_generator() -> None:
+    closed = anyio.Event()
+    pulled = 0
+
+    async def endless() -> AsyncIterator[int]:
+        nonlocal pulled
+        try:
+            while True:
+                pulled += 1
+                yield pulled
+                await anyio.sleep(0.001)
+        finally:
+            closed.set()
+
+    gen = endless()
+    stream, peer = Stream(gen), Peer()
+    reasons = record(stream)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stream, peer.scope, peer.receive, peer.send)
+        await peer.wait_for(lambda: len(peer.bodies) >= 2)
+        peer.disconnect()
+    assert closed.is_set() and reasons == ["disconnect"]
+    assert gen.ag_frame is None  # finished: aclose() ran, it will never be resumed
+    assert peer.sent_after_disconnect == 0 and not peer.finished
+
+
+async def test_disconnect_while_waiting_for_the_first_item() -> None:
+    cancelled, waiting = anyio.Event(), anyio.Event()
+
+    async def slow_first() -> AsyncIterator[str]:
+        try:
+            waiting.set()
+            await anyio.sleep_forever()
+            yield "never"
+        finally:
+            cancelled.set()
+
+    stream, peer = Stream(slow_first()), Peer()
+    reasons = record(stream)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stream, peer.scope, peer.receive, peer.send)
+        await waiting.wait()
+        peer.disconnect()
+    assert cancelled.is_set() and reasons == ["disconnect"] and peer.messages == []
+
+
+async def test_oserror_from_send_counts_as_disconnect() -> None:
+    cleaned = anyio.Event()
+
+    async def callback(stream: Stream) -> None:
+        try:
+            while True:
+                stream.send("x")
+                await stream.wait(1)
+        finally:
+            cleaned.set()
+
+    stream, peer = Stream(callback), Peer(fail_after=2)
+    reasons = record(stream)
+    with anyio.fail_after(5):
+        await stream(peer.scope, peer.receive, peer.send)
+    assert cleaned.is_set() and reasons == ["disconnect"]
+
+
+# -- the bounded queue ---------------------------------------------------------------------
+
+
+async def test_frames_already_waiting_are_coalesced_into_one_send() -> None:
+    def burst(stream: Stream) -> None:
+        for n in range(500):
+            stream.send(n)
+        stream.close()
+
+    peer = Peer()
+    await Stream(burst)(peer.scope, peer.receive, peer.send)
+    assert peer.body == b"".join(b"data: %d\n\n" % n for n in range(500))
+    assert len(peer.bodies) <= 3  # 500 events, one write (+ the final empty body)
+
+
+async def test_a_lone_event_is_written_without_waiting_to_batch() -> None:
+    stream, peer = Stream(), Peer()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stream, peer.scope, peer.receive, peer.send)
+        await peer.wait_for(lambda: peer.start is not None)
+        for n in range(3):
+            stream.send(n)
+            # no time passes on the clock: the write follows at the next scheduling point
+            await peer.wait_for(lambda n=n: peer.body.endswith(b"data: %d\n\n" % n), within=1)
+        stream.close()
+
+
+async def test_slow_client_is_dropped_and_its_memory_released() -> None:
+    stream, peer = Stream(max_buffer=10_000), Peer(stall_after=0)
+    reasons = record(stream)
+    results: list[bool] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stream, peer.scope, peer.receive, peer.send)
+        stream.send("first")
+        with anyio.fail_after(5):
+            await peer.stalled.wait()  # the writer is blocked inside send(): the client stopped
+        for _ in range(1_000):  # send() is synchronous: it cannot block, even now
+            results.append(stream.send("x" * 100))
+            if not results[-1]:
+                break
+    assert reasons == ["slow-client"] and stream.closed
+    assert results[-1] is False and len(results) < 120  # dropped once > 10 000 bytes waited
+    assert stream._queued == 0 and stream._frames == []
+    assert not peer.finished
+
+
+async def test_slow_client_does_not_affect_other_streams() -> None:
+    slow, slow_peer = Stream(max_buffer=1_000), Peer(stall_after=0)
+    fast, fast_peer = Stream(max_buffer=1_000), Peer()
+
+    async def produce() -> None:
+        for n in range(200):
+            slow.send("x" * 50)
+            fast.send(n)
+            await anyio.lowlevel.checkpoint()
+        fast.close()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(slow, slow_peer.scope, slow_peer.receive, slow_peer.send)
+        tg.start_soon(fast, fast_peer.scope, fast_peer.receive, fast_peer.send)
+        tg.start_soon(produce)
+    assert slow.closed and fast_peer.finished
+    assert fast_peer.body == b"".join(b"data: %d\n\n" % n for n in range(200))
+
+
+async def test_automatic_mode_pulls_only_when_the_queue_has_room() -> None:
+    pulled = 0
+
+    def endless() -> Iterator[str]:
+        nonlocal pulled
+        while True:
+            pulled += 1
+            yield "y" * 98  # 106 bytes on the wire
+
+    stream, peer = Stream(endless(), max_buffer=10_000), Peer(stall_after=1)
+    reasons = record(stream)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stream, peer.scope, peer.receive, peer.send)
+        with anyio.fail_after(5):
+            await peer.stalled.wait()
+        for _ in range(50):
+            await anyio.lowlevel.checkpoint()
+        assert pulled <= 2 * 10_000 // 106  # paused, not buffering without bound
+        assert not stream.closed  # backpressure, not a dropped client
+        peer.disconnect()
+    assert reasons == ["disconnect"]
+
+
+async def test_drain_waits_for_room_and_returns_when_there_is() -> None:
+    stream, peer = Stream(max_buffer=1_000), Peer()
+    async with anyio.create_task_group() as tg:
+        stream.send("z" * 600)  # above the low-water mark: no room until written
+        tg.start_soon(stream, peer.scope, peer.receive, peer.send)
+        with anyio.fail_after(2):
+            await stream.drain()
+        assert stream._queued == 0 and peer.body.endswith(b"z" * 600 + b"\n\n")
+        with anyio.fail_after(2):
+            await stream.drain()  # room already: returns at once
+        stream.close()
+
+
+# -- heartbeat -----------------------------------------------------------------------------
+
+
+async def test_heartbeat_after_idle_and_none_when_disabled() -> None:
+    beating, beating_peer = Stream(ping=10), Peer()
+    silent, silent_peer = Stream(ping=None), Peer()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(beating, beating_peer.scope, beating_peer.receive, beating_peer.send)
+        tg.start_soon(silent, silent_peer.scope, silent_peer.receive, silent_peer.send)
+        await beating_peer.wait_for(lambda: beating_peer.body.count(b": ping\n\n") >= 3)
+        beating.close()
+        silent.close()
+    assert silent_peer.body == b"" and silent_peer.finished
+
+
+async def test_no_heartbeat_in_formats_where_a_comment_would_corrupt_the_body() -> None:
+    ndjson, peer = Stream(format="ndjson", ping=5), Peer()
+    sse, sse_peer = Stream(ping=5), Peer()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ndjson, peer.scope, peer.receive, peer.send)
+        tg.start_soon(sse, sse_peer.scope, sse_peer.receive, sse_peer.send)
+        await sse_peer.wait_for(lambda: sse_peer.body.count(b": ping") >= 3)
+        ndjson.close()
+        sse.close()
+    assert peer.body == b""
+
+
+# -- proxy mode (an upstream stand-in here; the real httpx one is in tests/e2e) ------------
+
+
+class FakeUpstream:
+    def __init__(self, chunks: list[bytes], status: int = 200, endless: bool = False) -> None:
+        self.status_code = status
+        self.reason_phrase = "Service Unavailable" if status == 503 else "OK"
+        self.headers = {"content-type": "text/event-stream"}
+        self.chunks = chunks
+        self.endless = endless
+        self.closed = anyio.Event()
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+        while self.endless:
+            await anyio.sleep(0.001)
+            yield b": upstream\n\n"
+
+    async def aclose(self) -> None:
+        self.closed.set()
+
+
+async def test_proxy_passes_bytes_unchanged_and_closes_upstream() -> None:
+    chunks = [b"retry: 10\n\ndata: a", b"\r\ndata: b\r\n\r\n", b": c\n\n"]
+    upstream, peer = FakeUpstream(chunks), Peer()
+    await Stream(upstream)(peer.scope, peer.receive, peer.send)
+    assert peer.body == b"".join(chunks) and peer.finished
+    assert peer.headers[b"content-type"] == b"text/event-stream"
+    assert upstream.closed.is_set()
+
+
+async def test_proxy_closes_upstream_when_the_client_leaves() -> None:
+    upstream, peer = FakeUpstream([b"data: 1\n\n"], endless=True), Peer()
+    stream = Stream(upstream)
+    reasons = record(stream)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stream, peer.scope, peer.receive, peer.send)
+        await peer.wait_for(lambda: len(peer.bodies) >= 2)
+        peer.disconnect()
+    assert upstream.closed.is_set() and reasons == ["disconnect"]
+
+
+async def test_proxy_upstream_error_status_becomes_502() -> None:
+    upstream, peer = FakeUpstream([b"nope"], status=503), Peer()
+    await Stream(upstream)(peer.scope, peer.receive, peer.send)
+    assert peer.status == 502 and b"503" in peer.body
+    assert peer.headers[b"content-type"].startswith(b"text/plain")
+    assert upstream.closed.is_set()
+
+
+async def test_proxy_awaitable_of_response() -> None:
+    upstream, peer = FakeUpstream([b"data: x\n\n"]), Peer()
+
+    async def send_request() -> FakeUpstream:
+        return upstream
+
+    await Stream(send_request())(peer.scope, peer.receive, peer.send)
+    assert peer.body == b"data: x\n\n" and upstream.closed.is_set()
+
+
+# -- misc ----------------------------------------------------------------------------------
+
+
+async def test_head_request_sends_headers_only() -> None:
+    peer = Peer(method="HEAD")
+    await Stream(["a", "b"])(peer.scope, peer.receive, peer.send)
+    assert peer.status == 200 and peer.body == b"" and peer.finished
+
+
+async def test_a_stream_is_sent_once() -> None:
+    stream = Stream(["a"])
+    peer = Peer()
+    await stream(peer.scope, peer.receive, peer.send)
+    with pytest.raises(RuntimeError, match="already"):
+        await stream(Peer().scope, peer.receive, peer.send)
+
+
+async def test_driver_defaults_apply_only_where_the_stream_is_unset() -> None:
+    own, default = Stream(max_buffer=123, ping=None), Stream()
+    for stream in (own, default):
+        stream.close()
+        peer = Peer()
+        await drive(stream, peer.scope, peer.receive, peer.send, ping=7, max_buffer=456)
+    assert (own._limit, own._ping_seconds) == (123, None)
+    assert (default._limit, default._ping_seconds) == (456, 0.007)

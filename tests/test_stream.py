@@ -1,0 +1,129 @@
+"""The Stream object without a driver: options, validation, send/close semantics, value."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+
+from asgi_stream import ServerSentEvent, Stream, wait
+
+
+def test_send_returns_false_once_closed_and_close_is_idempotent() -> None:
+    stream = Stream()
+    assert stream.send("a") is True and not stream.closed
+    stream.close()
+    stream.close()
+    assert stream.closed
+    assert stream.send("b") is False
+    assert stream.send(object()) is False  # a closed stream never raises, whatever the data
+    assert stream._frames == [b"data: a\n\n"]
+
+
+def test_none_and_empty_string_send_nothing() -> None:
+    stream = Stream()
+    assert stream.send(None) and stream.send("")
+    assert stream._frames == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "names"),
+    [
+        ({"format": "xml"}, ValueError, "format"),
+        ({"status": 99}, ValueError, "status"),
+        ({"status": "200"}, ValueError, "status"),
+        ({"retry": -1}, ValueError, "retry"),
+        ({"retry": 1.5}, ValueError, "retry"),
+        ({"event": "a\nb"}, ValueError, "event"),
+        ({"event": 3}, TypeError, "event"),
+        ({"ping": -5}, ValueError, "ping"),
+        ({"max_buffer": 0}, ValueError, "max_buffer"),
+        ({"headers": {"Connection": "close"}}, ValueError, "connection"),
+        ({"headers": {"X-A": "a\r\nSet-Cookie: x"}}, ValueError, "header"),
+        ({"format": "ndjson", "event": "x"}, TypeError, "format"),
+    ],
+)
+def test_bad_options_are_refused_by_name(kwargs: dict[str, Any], error: type, names: str) -> None:
+    with pytest.raises(error, match=names):
+        Stream(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "names"),
+    [
+        ({"event": "x\ry"}, ValueError, "event"),
+        ({"id": "1\n2"}, ValueError, "id"),
+        ({"id": "1\x002"}, ValueError, "id"),
+        ({"retry": -3}, ValueError, "retry"),
+        ({"retry": True}, ValueError, "retry"),
+    ],
+)
+def test_bad_fields_raise_at_send_time(kwargs: dict[str, Any], error: type, names: str) -> None:
+    stream = Stream()
+    with pytest.raises(error, match=names):
+        stream.send("data", **kwargs)
+    assert stream._frames == [] and not stream.closed
+
+
+def test_unencodable_data_raises_type_error_naming_the_type() -> None:
+    class Widget:
+        pass
+
+    with pytest.raises(TypeError, match="Widget"):
+        Stream().send(Widget())
+
+
+def test_sources_that_cannot_stream_are_refused_clearly() -> None:
+    async def agen() -> AsyncIterator[int]:
+        yield 1
+
+    with pytest.raises(TypeError, match=r"call it: Stream\(agen\(\)\)"):
+        Stream(agen)
+    with pytest.raises(TypeError, match="int"):
+        Stream(42)
+
+
+def test_on_close_needs_a_callable() -> None:
+    with pytest.raises(TypeError, match="callable"):
+        Stream().on_close("not callable")  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_value_yields_the_encoded_frames_of_a_source() -> None:
+    async def agen() -> AsyncIterator[Any]:
+        yield "a"
+        yield ServerSentEvent({"b": 1}, id=2)
+
+    frames = [frame async for frame in Stream(agen(), retry=5).value]
+    assert b"".join(frames) == b'retry: 5\n\ndata: a\n\nid: 2\ndata: {"b":1}\n\n'
+
+
+@pytest.mark.anyio
+async def test_value_runs_a_callback_too() -> None:
+    async def callback(stream: Stream) -> None:
+        stream.send(1)
+        await stream.wait(1)
+        stream.send(2)
+        stream.close()
+
+    frames = [frame async for frame in Stream(callback).value]
+    assert b"".join(frames) == b"data: 1\n\ndata: 2\n\n"
+
+
+@pytest.mark.anyio
+async def test_value_has_a_single_consumer() -> None:
+    stream = Stream(["a"])
+    iterator = stream.value
+    with pytest.raises(RuntimeError, match="one consumer"):
+        stream.value  # noqa: B018
+    assert [frame async for frame in iterator] == [b"data: a\n\n"]
+
+
+@pytest.mark.anyio
+async def test_wait_sleeps_in_milliseconds() -> None:
+    start = anyio.current_time()
+    await wait(30)
+    await Stream().wait(30)
+    assert anyio.current_time() - start >= 0.06
