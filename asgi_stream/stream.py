@@ -398,15 +398,11 @@ class Stream:
             return
         if self._mode == "values":
             return
-        proxy = self._mode == "proxy"
         item = self._first
         self._first = []
         deadline = time.monotonic() + _TIME_SLICE
         while item and self._reason is None:
-            if not proxy:
-                self.send(item[0])
-            elif item[0]:
-                self._push(bytes(item[0]))  # upstream bytes pass through unchanged
+            self._put(item[0])
             if self._queued >= self._low_water:
                 await self._until_room()
                 deadline = time.monotonic() + _TIME_SLICE
@@ -415,6 +411,12 @@ class Stream:
                 deadline = time.monotonic() + _TIME_SLICE
             item = await self._next_item()
         self.close()
+
+    def _put(self, item: Any) -> None:
+        if self._mode != "proxy":
+            self.send(item)
+        elif item:
+            self._push(bytes(item))  # upstream bytes pass through unchanged
 
     async def _run(self, where: str) -> None:
         """Run the producer; an exception ends the stream with ``"error"`` after logging it."""
@@ -447,24 +449,49 @@ class Stream:
                 logger.exception("on_close callback %r failed", callback)
 
     async def _iterate(self) -> AsyncIterator[bytes]:
+        """Frames for ``value``. Only a callback runs in a task; other sources are iterated
+        inline, so a consumer that drops the iterator (to be closed later, maybe from another
+        task) is safe. Failures before the first item propagate to the consumer."""
         self._configure(ping=None, max_buffer=self._limit, last_event_id=None)
         try:
             await self._prepare()
-            async with anyio.create_task_group() as tg:
-                self._abort = tg.cancel_scope.cancel
-                tg.start_soon(self._run, "Stream.value")
-                while True:
-                    await self._wait_frames()
-                    chunk = self._take()
-                    if not chunk:
-                        break
-                    self._writing = True
-                    yield chunk
-                    self._writing = False
-                tg.cancel_scope.cancel()
+            if self._mode == "callback":
+                async with anyio.create_task_group() as tg:
+                    self._abort = tg.cancel_scope.cancel
+                    tg.start_soon(self._run, "Stream.value")
+                    while chunk := await self._next_chunk():
+                        self._writing = True
+                        yield chunk
+                        self._writing = False
+                    tg.cancel_scope.cancel()
+                return
+            item, self._first = self._first, []
+            try:
+                while item and self._reason is None:
+                    self._put(item[0])
+                    if chunk := self._take():
+                        yield chunk
+                    item = await self._next_item()
+                if self._mode != "values":
+                    self.close()
+            except Exception:
+                logger.exception("stream producer failed (Stream.value)")
+                self._end("error")
+            while chunk := await self._next_chunk():
+                self._writing = True
+                yield chunk
+                self._writing = False
+        except Exception:
+            self._end("error")
+            raise
         finally:
             with anyio.CancelScope(shield=True):
                 await self._cleanup()
+
+    async def _next_chunk(self) -> bytes:
+        """The next chunk to write; ``b""`` once the stream is closed and flushed."""
+        await self._wait_frames()
+        return self._take()
 
 
 def _upstream_headers(response: Any) -> list[tuple[bytes, bytes]]:

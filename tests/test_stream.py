@@ -127,3 +127,33 @@ async def test_wait_sleeps_in_milliseconds() -> None:
     await wait(30)
     await Stream().wait(30)
     assert anyio.current_time() - start >= 0.06
+
+
+@pytest.mark.anyio
+async def test_an_abandoned_value_iterator_still_closes_its_source() -> None:
+    import gc
+
+    source_closed, ended = anyio.Event(), anyio.Event()
+    reasons: list[str] = []
+
+    async def endless() -> AsyncIterator[int]:
+        try:
+            n = 0
+            while True:
+                n += 1
+                yield n
+                await anyio.lowlevel.checkpoint()
+        finally:
+            source_closed.set()
+
+    stream = Stream(endless())
+    stream.on_close(lambda reason: (reasons.append(reason), ended.set()))
+    iterator = stream.value
+    async for frame in iterator:  # a framework that stops reading and forgets to aclose()
+        if frame == b"data: 3\n\n":
+            break
+    del iterator
+    gc.collect()  # the event loop's async-generator hook closes it, maybe in another task
+    with anyio.fail_after(5):
+        await ended.wait()
+    assert source_closed.is_set() and reasons == ["disconnect"]
