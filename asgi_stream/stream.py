@@ -398,19 +398,37 @@ class Stream:
             return
         if self._mode == "values":
             return
-        item = self._first
-        self._first = []
+        first, self._first = self._first, []
+        if not first:
+            self.close()
+            return
+        self._put(first[0])
+        iterator = self._iterator
+        low_water = self._low_water
         deadline = time.monotonic() + _TIME_SLICE
-        while item and self._reason is None:
-            self._put(item[0])
-            if self._queued >= self._low_water:
-                await self._until_room()
-                deadline = time.monotonic() + _TIME_SLICE
-            elif time.monotonic() >= deadline:
-                await anyio.lowlevel.checkpoint()
-                deadline = time.monotonic() + _TIME_SLICE
-            item = await self._next_item()
+        # Native loops, no awaited helper per item: this is the per-event hot path.
+        if isinstance(iterator, Iterator):
+            for item in iterator:
+                if self._queued >= low_water or time.monotonic() >= deadline:
+                    deadline = await self._pause()
+                if self._reason is not None:
+                    return
+                self._put(item)
+        elif iterator is not None:
+            async for item in iterator:
+                if self._queued >= low_water or time.monotonic() >= deadline:
+                    deadline = await self._pause()
+                if self._reason is not None:
+                    return
+                self._put(item)
         self.close()
+
+    async def _pause(self) -> float:
+        """Let the writer (and everyone else) run: wait for room if the queue is full, else
+        just yield. Returns the end of the next time slice."""
+        if not await self._until_room():
+            await anyio.lowlevel.checkpoint()
+        return time.monotonic() + _TIME_SLICE
 
     def _put(self, item: Any) -> None:
         if self._mode != "proxy":

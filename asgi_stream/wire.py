@@ -92,12 +92,15 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot encode an object of type {type(obj).__qualname__} as JSON")
 
 
+_JSON = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
+)
+
+
 def json_dumps(obj: Any) -> str:
     """Compact, non-ASCII-escaped JSON; the output never contains a raw CR or LF."""
     try:
-        return json.dumps(
-            obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
-        )
+        return _JSON.encode(obj)
     except ValueError as exc:  # NaN/Infinity or a circular reference
         raise ValueError(f"cannot encode {type(obj).__qualname__} as JSON: {exc}") from None
 
