@@ -26,7 +26,10 @@ app = stream_app(hello_world)
 
 
 async def test_callback_stream_under_hypercorn() -> None:
-    async with serve(StreamMiddleware(app)) as url, httpx.AsyncClient() as client:
-        async with aconnect_sse(client, "GET", url + "/") as source:
-            assert source.response.headers["content-type"] == "text/event-stream; charset=utf-8"
-            assert [sse.data async for sse in source.aiter_sse()] == ["hello", "world"]
+    async with (
+        serve(StreamMiddleware(app)) as url,
+        httpx.AsyncClient() as client,
+        aconnect_sse(client, "GET", url + "/") as source,
+    ):
+        assert source.response.headers["content-type"] == "text/event-stream; charset=utf-8"
+        assert [sse.data async for sse in source.aiter_sse()] == ["hello", "world"]
