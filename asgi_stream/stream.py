@@ -339,7 +339,10 @@ class Stream:
         return content_type(self.format)
 
     def _response_headers(self) -> list[tuple[bytes, bytes]]:
-        return response_headers(content_type(self.format), self._upstream_headers + self._headers)
+        """Defaults, replaced by the upstream's (proxy), replaced by the user's ``headers``."""
+        own = {name for name, _ in self._headers}
+        upstream = [pair for pair in self._upstream_headers if pair[0] not in own]
+        return response_headers(content_type(self.format), upstream + self._headers)
 
     @property
     def _starts_at_once(self) -> bool:

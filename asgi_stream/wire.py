@@ -41,7 +41,7 @@ _CONTENT_TYPES: dict[str, bytes] = {
 }
 # Hop-by-hop headers are the server's business; on HTTP/2 they are a protocol error.
 _FORBIDDEN_HEADERS = frozenset({b"connection", b"transfer-encoding"})
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
 _RAW = (bytes, bytearray, memoryview)
 
 
@@ -105,20 +105,21 @@ def json_dumps(obj: Any) -> str:
         raise ValueError(f"cannot encode {type(obj).__qualname__} as JSON: {exc}") from None
 
 
-def _utf8(text: str) -> bytes:
+def _utf8(text: str, field: str = "data") -> bytes:
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ValueError(
-            f"data is not valid Unicode text: {exc.reason} at position {exc.start} "
+            f"{field} is not valid Unicode text: {exc.reason} at position {exc.start} "
             f"({text[exc.start : exc.end]!r})"
         ) from None
 
 
 def _data_lines(text: str) -> bytes:
-    if "\n" not in text and "\r" not in text:
-        return b"data: " + _utf8(text) + b"\n"
-    return b"".join(b"data: " + _utf8(line) + b"\n" for line in _LINE_BREAK.split(text))
+    raw = _utf8(text)  # CR and LF never occur inside a multi-byte UTF-8 sequence
+    if b"\n" not in raw and b"\r" not in raw:
+        return b"data: " + raw + b"\n"
+    return b"".join(b"data: " + line + b"\n" for line in _LINE_BREAK_BYTES.split(raw))
 
 
 def _text_of(data: Any) -> str:
@@ -145,17 +146,17 @@ def encode_sse(
         data, event, id, retry = sse.data, sse.event, sse.id, sse.retry
         parts = [_comment_lines(sse.comment)] if sse.comment is not None else []
     else:
+        if event is not None or id is not None or retry is not None:
+            _check_fields(event, id, retry)  # even when there is no data: never accept bad input
         if data is None or data == "":
             return b""  # as in the original: nothing to send
-        if event is not None or id is not None or retry is not None:
-            _check_fields(event, id, retry)
         parts = []
     if id is not None:
-        parts.append(b"id: " + _utf8(str(id)) + b"\n")
+        parts.append(b"id: " + _utf8(str(id), "id") + b"\n")
     if data is not None and event is None:
         event = default_event
     if event is not None:
-        parts.append(b"event: " + _utf8(event) + b"\n")
+        parts.append(b"event: " + _utf8(event, "event") + b"\n")
     if retry is not None:
         parts.append(b"retry: %d\n" % retry)
     if data is not None:
@@ -167,7 +168,8 @@ def encode_sse(
 
 
 def _comment_lines(text: str) -> bytes:
-    return b"".join(b": " + _utf8(line) + b"\n" for line in _LINE_BREAK.split(text))
+    raw = _utf8(text, "comment")
+    return b"".join(b": " + line + b"\n" for line in _LINE_BREAK_BYTES.split(raw))
 
 
 def encode_comment(text: str) -> bytes:

@@ -546,3 +546,12 @@ async def test_driver_defaults_apply_only_where_the_stream_is_unset() -> None:
         await drive(stream, peer.scope, peer.receive, peer.send, ping=7, max_buffer=456)
     assert (own._limit, own._ping_seconds) == (123, None)
     assert (default._limit, default._ping_seconds) == (456, 0.007)
+
+
+async def test_proxy_user_headers_override_the_upstream_content_type() -> None:
+    upstream, peer = FakeUpstream([b"x"]), Peer()
+    await Stream(upstream, headers={"Content-Type": "text/plain"})(
+        peer.scope, peer.receive, peer.send
+    )
+    content_types = [v for k, v in peer.start["headers"] if k == b"content-type"]  # type: ignore[index]
+    assert content_types == [b"text/plain"]
