@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import anyio
 
-from .stream import DEFAULT_MAX_BUFFER, DEFAULT_PING, Stream, UpstreamError
+from .stream import DEFAULT_MAX_BUFFER, DEFAULT_PING, Stream, UpstreamError, request_header
 from .wire import PING
 
 if TYPE_CHECKING:
@@ -23,14 +22,6 @@ if TYPE_CHECKING:
 __all__ = ["drive"]
 
 logger = logging.getLogger("asgi_stream")
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    headers: Iterable[tuple[bytes, bytes]] = scope.get("headers", ())  # type: ignore[assignment]
-    for key, value in headers:
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
 
 
 async def send_plain(send: ASGISendCallable, status: int, text: str) -> None:
@@ -66,9 +57,8 @@ async def drive(
     if scope["type"] != "http":
         raise TypeError(f"a Stream answers http requests, not {scope['type']!r}")
     stream._claim()
-    stream._configure(
-        ping=ping, max_buffer=max_buffer, last_event_id=_header(scope, b"last-event-id")
-    )
+    stream._configure(ping=ping, max_buffer=max_buffer)
+    stream.last_event_id = request_header(scope, b"last-event-id")
     where = f"{scope.get('method', 'GET')} {scope.get('path', '')}"
     try:
         async with anyio.create_task_group() as tg:

@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .driver import drive, send_plain
-from .stream import DEFAULT_MAX_BUFFER, DEFAULT_PING, Stream, check_max_buffer, check_ping
+from .stream import (
+    DEFAULT_MAX_BUFFER,
+    DEFAULT_PING,
+    Stream,
+    check_max_buffer,
+    check_ping,
+    current_scope,
+)
 
 if TYPE_CHECKING:
     from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
@@ -50,7 +57,11 @@ class StreamMiddleware:
                 started = True
             await send(message)
 
-        result = await self.app(scope, receive, tracked_send)
+        token = current_scope.set(scope)
+        try:
+            result = await self.app(scope, receive, tracked_send)
+        finally:
+            current_scope.reset(token)
         if isinstance(result, Stream) and not started:
             await self.run(result, scope, receive, send)
 

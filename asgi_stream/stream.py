@@ -11,7 +11,8 @@ import dataclasses
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import anyio
@@ -68,6 +69,19 @@ class UpstreamError(Exception):
 async def wait(ms: float) -> None:
     """Sleep ``ms`` milliseconds."""
     await anyio.sleep(ms / 1000)
+
+
+current_scope: ContextVar[Scope | None] = ContextVar("asgi_stream.current_scope", default=None)
+"""The ASGI scope of the request being handled (set by StreamMiddleware around the app)."""
+
+
+def request_header(scope: Scope, name: bytes) -> str | None:
+    """The first request header ``name`` (lower-case bytes), decoded as latin-1."""
+    headers: Iterable[tuple[bytes, bytes]] = scope.get("headers", ())  # type: ignore[assignment]
+    for key, value in headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
 
 
 def check_ping(ping: object) -> None:
@@ -167,7 +181,9 @@ class Stream:
         self._reason: CloseReason | None = None
         self._fired = False
         self._claimed = False
-        self.last_event_id: str | None = None
+        scope = current_scope.get()
+        # Known at once inside a request handled by StreamMiddleware, so a handler can resume.
+        self.last_event_id = None if scope is None else request_header(scope, b"last-event-id")
         # The queue: encoded frames waiting for the writer, and their size in bytes.
         self._frames: list[bytes] = []
         self._queued = 0
@@ -316,13 +332,12 @@ class Stream:
             raise RuntimeError("this Stream is already being sent; a Stream has one consumer")
         self._claimed = True
 
-    def _configure(self, *, ping: float | None, max_buffer: int, last_event_id: str | None) -> None:
+    def _configure(self, *, ping: float | None, max_buffer: int) -> None:
         """Apply the driver's defaults where the Stream left ``ping``/``max_buffer`` unset."""
         if isinstance(self._max_buffer, _Unset):
             self._limit = max_buffer
         if isinstance(self._ping, _Unset):
             self._ping = ping
-        self.last_event_id = last_event_id
 
     @property
     def _ping_seconds(self) -> float | None:
@@ -473,7 +488,7 @@ class Stream:
         """Frames for ``value``. Only a callback runs in a task; other sources are iterated
         inline, so a consumer that drops the iterator (to be closed later, maybe from another
         task) is safe. Failures before the first item propagate to the consumer."""
-        self._configure(ping=None, max_buffer=self._limit, last_event_id=None)
+        self._configure(ping=None, max_buffer=self._limit)
         try:
             await self._prepare()
             if self._mode == "callback":

@@ -137,3 +137,17 @@ async def test_shutdown_cuts_off_a_stalled_client_after_grace() -> None:
             await middleware.shutdown(grace=50)
         assert anyio.current_time() - before < 2
     assert middleware.active == 0 and reasons == ["shutdown"] and not peer.finished
+
+
+async def test_last_event_id_is_known_when_the_handler_builds_the_stream() -> None:
+    seen: list[str | None] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> Stream:
+        stream = Stream()  # value-based: the handler decides where to resume right here
+        seen.append(stream.last_event_id)
+        stream.close()
+        return stream
+
+    peer = Peer(headers=[(b"last-event-id", b"17")])
+    await StreamMiddleware(app)(peer.scope, peer.receive, peer.send)
+    assert seen == ["17"] and Stream().last_event_id is None  # outside a request: none
