@@ -1,0 +1,236 @@
+"""Stream options as a real client sees them over hypercorn."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from httpx_sse import aconnect_sse
+from pydantic import BaseModel
+
+from asgi_stream import ServerSentEvent, Stream
+from tests.conftest import serve
+from tests.e2e.helpers import TIMEOUT, Record, Served, read_raw, track
+
+pytestmark = pytest.mark.anyio
+
+
+def callback_stream(*sends: Any, **options: Any) -> Any:
+    """A handler whose callback sends ``sends`` (each a value or ``(value, kwargs)``), closes."""
+
+    def handler(scope: Any) -> Stream:
+        def callback(stream: Stream) -> None:
+            for item in sends:
+                if isinstance(item, tuple):
+                    stream.send(item[0], **item[1])
+                else:
+                    stream.send(item)
+            stream.close()
+
+        return Stream(callback, **options)
+
+    return handler
+
+
+async def test_stream_level_event_name() -> None:
+    handler = callback_stream(
+        "a",
+        ("b", {"event": "own"}),
+        ServerSentEvent("c", id="3"),
+        ("multi\nline", {"id": 4}),
+        event="update",
+    )
+    with anyio.fail_after(TIMEOUT):
+        async with (
+            serve(Served(handler)) as url,
+            httpx.AsyncClient() as client,
+            aconnect_sse(client, "GET", url) as source,
+        ):
+            events = [(sse.event, sse.data, sse.id) async for sse in source.aiter_sse()]
+    assert events == [
+        ("update", "a", ""),
+        ("own", "b", ""),
+        ("update", "c", "3"),
+        ("update", "multi\nline", "4"),
+    ]
+
+
+async def test_retry_is_the_first_frame() -> None:
+    handler = callback_stream("a", ("b", {"retry": 10}), retry=3000)
+    with anyio.fail_after(TIMEOUT):
+        async with serve(Served(handler)) as url, httpx.AsyncClient() as client:
+            response, body = await read_raw(client, url)
+            async with aconnect_sse(client, "GET", url) as source:
+                retries = [(sse.data, sse.retry) async for sse in source.aiter_sse()]
+    assert response.status_code == 200
+    assert body == b"retry: 3000\n\ndata: a\n\nretry: 10\ndata: b\n\n"
+    assert retries[-1] == ("b", 10)
+
+
+async def test_retry_frame_is_sent_before_any_event() -> None:
+    """The retry frame flushes the response before the producer sends anything."""
+    sent_nothing_yet = anyio.Event()
+
+    def handler(scope: Any) -> Stream:
+        async def callback(stream: Stream) -> None:
+            await sent_nothing_yet.wait()
+            stream.send("later")
+            stream.close()
+
+        return Stream(callback, retry=1234)
+
+    with anyio.fail_after(TIMEOUT):
+        async with (
+            serve(Served(handler)) as url,
+            httpx.AsyncClient() as client,
+            client.stream("GET", url) as response,
+        ):
+            lines = response.aiter_lines()
+            assert await anext(lines) == "retry: 1234"
+            sent_nothing_yet.set()
+            rest = [line async for line in lines]
+    assert rest == ["", "data: later", ""]
+
+
+async def test_custom_status_and_headers() -> None:
+    handler = callback_stream(
+        "created",
+        status=201,
+        headers={"X-Custom": "yes", "Cache-Control": "no-store", "set-cookie": "a=1"},
+    )
+    with anyio.fail_after(TIMEOUT):
+        async with serve(Served(handler)) as url, httpx.AsyncClient() as client:
+            response, body = await read_raw(client, url)
+    assert response.status_code == 201
+    assert response.headers["x-custom"] == "yes"
+    assert response.headers.get_list("cache-control") == ["no-store"]
+    assert response.headers["set-cookie"] == "a=1"
+    assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert response.headers["x-accel-buffering"] == "no"
+    assert body == b"data: created\n\n"
+
+
+@pytest.mark.parametrize("last_event_id", ["42", None])
+async def test_last_event_id_request_header(last_event_id: str | None) -> None:
+    def handler(scope: Any) -> Stream:
+        def callback(stream: Stream) -> None:
+            stream.send({"resume_after": stream.last_event_id})
+            stream.close()
+
+        return Stream(callback)
+
+    headers = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
+    with anyio.fail_after(TIMEOUT):
+        async with (
+            serve(Served(handler)) as url,
+            httpx.AsyncClient() as client,
+            aconnect_sse(client, "GET", url, headers=headers) as source,
+        ):
+            data = [json.loads(sse.data) async for sse in source.aiter_sse()]
+    assert data == [{"resume_after": last_event_id}]
+
+
+class Item(BaseModel):
+    name: str
+    price: float
+
+
+async def test_ndjson_format() -> None:
+    closes = Record()
+
+    def handler(scope: Any) -> Stream:
+        items = [{"a": 1, "b": [1, 2]}, Item(name="thé", price=2.5), "line\nbreak", None, 7]
+        return track(Stream(iter(items), format="ndjson"), closes)
+
+    with anyio.fail_after(TIMEOUT):
+        async with serve(Served(handler)) as url, httpx.AsyncClient() as client:
+            response, body = await read_raw(client, url)
+            assert response.headers["content-type"] == "application/x-ndjson"
+            assert body == (
+                b'{"a":1,"b":[1,2]}\n'
+                + '{"name":"thé","price":2.5}\n'.encode()
+                + b'"line\\nbreak"\n'
+                + b"7\n"
+            )
+            assert await closes.wait() == ["complete"]
+
+
+async def test_text_format() -> None:
+    def handler(scope: Any) -> Stream:
+        async def chunks() -> Any:
+            yield "hello "
+            yield "wörld\n"
+            yield b"\x00raw\xff"
+
+        return Stream(chunks(), format="text")
+
+    with anyio.fail_after(TIMEOUT):
+        async with serve(Served(handler)) as url, httpx.AsyncClient() as client:
+            response, body = await read_raw(client, url)
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    assert body == "hello wörld\n".encode() + b"\x00raw\xff"
+
+
+async def test_single_string_source_is_one_event() -> None:
+    with anyio.fail_after(TIMEOUT):
+        async with (
+            serve(Served(lambda scope: Stream("whole string"))) as url,
+            httpx.AsyncClient() as client,
+        ):
+            _response, body = await read_raw(client, url)
+    assert body == b"data: whole string\n\n"
+
+
+@pytest.mark.parametrize("where", ["stream", "middleware"])
+async def test_heartbeat_on_idle_stream(where: str) -> None:
+    """With a 50 ms heartbeat, an idle stream sends ``: ping``; the producer only goes on
+    once the client has seen it."""
+    got_ping = anyio.Event()
+
+    def handler(scope: Any) -> Stream:
+        async def callback(stream: Stream) -> None:
+            stream.send("start")
+            await got_ping.wait()
+            stream.send("end")
+            stream.close()
+
+        return Stream(callback, ping=50) if where == "stream" else Stream(callback)
+
+    app = Served(handler, ping=50) if where == "middleware" else Served(handler)
+    with anyio.fail_after(TIMEOUT):
+        async with (
+            serve(app) as url,
+            httpx.AsyncClient() as client,
+            client.stream("GET", url) as response,
+        ):
+            lines = []
+            async for line in response.aiter_lines():
+                lines.append(line)
+                if line == ": ping":
+                    got_ping.set()
+    assert lines[:2] == ["data: start", ""]
+    assert lines[2:4] == [": ping", ""]
+    assert lines[-2:] == ["data: end", ""]
+    assert set(lines[4:-2]) <= {": ping", ""}
+
+
+async def test_heartbeat_disabled_on_stream_wins_over_middleware() -> None:
+    """``ping=None`` on the Stream disables the middleware's 20 ms heartbeat: a 200 ms idle
+    stretch carries no ``: ping`` (ten would be expected otherwise)."""
+
+    def handler(scope: Any) -> Stream:
+        async def callback(stream: Stream) -> None:
+            stream.send("start")
+            await stream.wait(200)
+            stream.send("end")
+            stream.close()
+
+        return Stream(callback, ping=None)
+
+    with anyio.fail_after(TIMEOUT):
+        async with serve(Served(handler, ping=20)) as url, httpx.AsyncClient() as client:
+            _response, body = await read_raw(client, url)
+    assert body == b"data: start\n\ndata: end\n\n"

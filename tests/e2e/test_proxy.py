@@ -1,0 +1,166 @@
+"""The fetch-proxy example: a second hypercorn on loopback is the upstream SSE server, and the
+handler streams ``client.send(request, stream=True)`` (or an already-opened response)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import httpx
+import pytest
+
+from asgi_stream import Stream
+from tests.conftest import serve
+from tests.e2e.helpers import TIMEOUT, Record, Served, read_raw, track
+
+pytestmark = pytest.mark.anyio
+
+# Spelled unlike our own default, so that keeping the upstream's header is observable.
+UPSTREAM_CONTENT_TYPE = "text/event-stream;charset=UTF-8"
+# Chunks as the upstream writes them: a retry frame, a comment, multi-line data, an event
+# split across two writes, non-ASCII bytes and an unusual (but legal) CRLF line ending.
+UPSTREAM_CHUNKS = [
+    b"retry: 2500\n\n",
+    b": upstream comment\n\n",
+    b"id: 7\nevent: tick\ndata: one\ndata: two\n\n",
+    b"data: spl",
+    b"it\n\n",
+    'data: {"mot":"été"}\r\n\r\n'.encode(),
+]
+
+FORMS = ["awaitable", "opened"]
+
+
+def proxy_handler(
+    upstream: httpx.AsyncClient, upstream_url: str, form: str, closes: Record, opened: list[Any]
+) -> Any:
+    """The handler of the proxying server, in one of the two documented forms."""
+
+    async def handler(scope: Any) -> Stream:
+        request = upstream.build_request("GET", upstream_url + scope["path"])
+        if form == "awaitable":
+            return track(Stream(upstream.send(request, stream=True)), closes)
+        response = await upstream.send(request, stream=True)
+        opened.append(response)
+        return track(Stream(response), closes)
+
+    return handler
+
+
+@pytest.mark.parametrize("form", FORMS)
+async def test_proxy_passes_upstream_bytes_unchanged(form: str) -> None:
+    upstream_closes = Record()
+
+    def upstream_handler(scope: Any) -> Stream:
+        async def chunks() -> Any:
+            for chunk in UPSTREAM_CHUNKS:
+                await anyio.lowlevel.checkpoint()
+                yield chunk
+
+        return track(
+            Stream(chunks(), headers={"content-type": UPSTREAM_CONTENT_TYPE}), upstream_closes
+        )
+
+    closes = Record()
+    opened: list[Any] = []
+    with anyio.fail_after(TIMEOUT):
+        async with (
+            serve(Served(upstream_handler)) as upstream_url,
+            httpx.AsyncClient() as upstream,
+        ):
+            app = Served(proxy_handler(upstream, upstream_url, form, closes, opened))
+            async with serve(app) as url, httpx.AsyncClient() as client:
+                response, body = await read_raw(client, url + "/events")
+                assert response.status_code == 200
+                assert response.headers["content-type"] == UPSTREAM_CONTENT_TYPE
+                assert response.headers["cache-control"] == "no-cache"
+                assert body == b"".join(UPSTREAM_CHUNKS)
+                assert await closes.wait() == ["complete"]
+                assert await upstream_closes.wait() == ["complete"]
+                await app.finished.wait()
+                assert app.active == 0
+                if form == "opened":
+                    assert opened[0].is_closed
+
+
+@pytest.mark.parametrize("form", FORMS)
+async def test_proxy_client_disconnect_closes_upstream(form: str) -> None:
+    """The client leaves mid-stream: the upstream response is closed, so the upstream server
+    sees a disconnect and its producer stops."""
+    never = anyio.Event()
+    upstream_closes = Record()
+    upstream_finally = Record()
+    upstream_started = Record()
+
+    def upstream_handler(scope: Any) -> Stream:
+        async def events() -> Any:
+            upstream_started(True)
+            try:
+                yield b"data: first\n\n"
+                await never.wait()  # an LLM still thinking
+                yield b"data: never sent\n\n"
+            finally:
+                upstream_finally(True)
+
+        return track(Stream(events()), upstream_closes)
+
+    closes = Record()
+    opened: list[Any] = []
+    with anyio.fail_after(TIMEOUT):
+        async with (
+            serve(Served(upstream_handler)) as upstream_url,
+            httpx.AsyncClient() as upstream,
+        ):
+            app = Served(proxy_handler(upstream, upstream_url, form, closes, opened))
+            async with serve(app) as url, httpx.AsyncClient() as client:
+                async with client.stream("GET", url + "/events") as response:
+                    assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+                    async for line in response.aiter_lines():
+                        assert line == "data: first"
+                        break
+                assert await closes.wait() == ["disconnect"]
+                assert await upstream_closes.wait() == ["disconnect"]
+                assert await upstream_finally.wait() == [True]
+                assert len(upstream_started) == 1
+                await app.finished.wait()
+                assert app.active == 0
+                if form == "opened":
+                    assert opened[0].is_closed
+
+
+async def test_proxy_non_sse_upstream_keeps_content_type_and_gets_no_pings() -> None:
+    """An NDJSON upstream: its content type is kept and no ``: ping`` comment is injected
+    into its body even with a tiny heartbeat interval."""
+    release = anyio.Event()
+
+    def upstream_handler(scope: Any) -> Stream:
+        async def lines() -> Any:
+            yield {"n": 1}
+            await release.wait()  # idle for several heartbeat intervals of the proxy
+            yield {"n": 2}
+
+        return Stream(lines(), format="ndjson")
+
+    closes = Record()
+    with anyio.fail_after(TIMEOUT):
+        async with (
+            serve(Served(upstream_handler)) as upstream_url,
+            httpx.AsyncClient() as upstream,
+        ):
+
+            def handler(scope: Any) -> Stream:
+                request = upstream.build_request("GET", upstream_url)
+                return track(Stream(upstream.send(request, stream=True), ping=10), closes)
+
+            async with serve(Served(handler)) as url, httpx.AsyncClient() as client:
+                async with client.stream("GET", url) as response:
+                    assert response.headers["content-type"] == "application/x-ndjson"
+                    lines = []
+                    async for line in response.aiter_lines():
+                        lines.append(line)
+                        if line == '{"n":1}':
+                            await anyio.sleep(0.1)  # ten proxy heartbeat intervals, idle
+                            release.set()
+                assert lines == ['{"n":1}', '{"n":2}']
+                assert await closes.wait() == ["complete"]
