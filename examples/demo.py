@@ -163,8 +163,8 @@ class Demo:
         RETRY_MS when the server ends the stream. The reconnect sends ``Last-Event-ID: n``,
         so the new stream resumes at ``n + 1``.
         """
-        resume_after = _int_or_zero(header(scope, b"last-event-id"))
         stream = Stream(retry=RETRY_MS)
+        resume_after = _int_or_zero(stream.last_event_id)  # set from the request's header
         if resume_after:
             log.info("/counter resumes after Last-Event-ID %d", resume_after)
         self._background().start_soon(self._count, stream, resume_after + 1)
@@ -226,14 +226,6 @@ async def respond(
     all_headers = [(b"content-type", content_type), (b"content-length", length), *headers]
     await send({"type": "http.response.start", "status": status, "headers": all_headers})
     await send({"type": "http.response.body", "body": b"" if head else body})
-
-
-def header(scope: Scope, name: bytes) -> str | None:
-    """The first request header called ``name`` (lower case), or None."""
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 def _int_or_zero(text: str | None) -> int:
