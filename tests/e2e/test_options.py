@@ -234,3 +234,24 @@ async def test_heartbeat_disabled_on_stream_wins_over_middleware() -> None:
         async with serve(Served(handler, ping=20)) as url, httpx.AsyncClient() as client:
             _response, body = await read_raw(client, url)
     assert body == b"data: start\n\ndata: end\n\n"
+
+
+async def test_head_request_gets_headers_and_no_body() -> None:
+    closes = Record()
+    results = Record()
+
+    def handler(scope: Any) -> Stream:
+        async def callback(stream: Stream) -> None:
+            results(stream.send("ignored"))
+            stream.close()
+
+        return track(Stream(callback, headers={"x-custom": "yes"}), closes)
+
+    with anyio.fail_after(TIMEOUT):
+        async with serve(Served(handler)) as url, httpx.AsyncClient() as client:
+            response = await client.head(url)
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+            assert response.headers["x-custom"] == "yes"
+            assert response.content == b""
+            assert await closes.wait() == ["complete"]

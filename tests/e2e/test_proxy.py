@@ -3,6 +3,7 @@ handler streams ``client.send(request, stream=True)`` (or an already-opened resp
 
 from __future__ import annotations
 
+import gzip
 from typing import Any
 
 import anyio
@@ -164,3 +165,89 @@ async def test_proxy_non_sse_upstream_keeps_content_type_and_gets_no_pings() -> 
                             release.set()
                 assert lines == ['{"n":1}', '{"n":2}']
                 assert await closes.wait() == ["complete"]
+
+
+async def test_proxy_upstream_dying_midway_ends_our_stream_cleanly() -> None:
+    """The upstream connection breaks after one event: our client gets that event and a clean
+    end of stream (not a hang, not a cut connection), and ``on_close("error")`` runs."""
+    client_got_first = anyio.Event()
+
+    async def dying_upstream(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"data: one\n\n", "more_body": True})
+        await client_got_first.wait()
+        # returning without the final body: hypercorn cuts the connection
+
+    closes = Record()
+    with anyio.fail_after(TIMEOUT):
+        async with serve(dying_upstream) as upstream_url, httpx.AsyncClient() as upstream:
+
+            def handler(scope: Any) -> Stream:
+                request = upstream.build_request("GET", upstream_url)
+                return track(Stream(upstream.send(request, stream=True)), closes)
+
+            app = Served(handler)
+            async with serve(app) as url, httpx.AsyncClient() as client:
+                async with client.stream("GET", url) as response:
+                    lines = []
+                    async for line in response.aiter_lines():
+                        lines.append(line)
+                        client_got_first.set()
+                assert lines == ["data: one", ""]
+                assert await closes.wait() == ["error"]
+                await app.finished.wait()
+                assert app.active == 0
+
+
+async def test_proxy_keeps_upstream_content_encoding() -> None:
+    """A gzip-encoded upstream body passes through still compressed, with its
+    ``content-encoding``; the client decodes it."""
+    text = "".join(f"data: event {n}\n\n" for n in range(50)).encode()
+    compressed = gzip.compress(text)
+
+    async def gzip_upstream(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream"),
+                    (b"content-encoding", b"gzip"),
+                ],
+            }
+        )
+        half = len(compressed) // 2
+        await send({"type": "http.response.body", "body": compressed[:half], "more_body": True})
+        await send({"type": "http.response.body", "body": compressed[half:]})
+
+    with anyio.fail_after(TIMEOUT):
+        async with serve(gzip_upstream) as upstream_url, httpx.AsyncClient() as upstream:
+
+            def handler(scope: Any) -> Stream:
+                request = upstream.build_request("GET", upstream_url)
+                return Stream(upstream.send(request, stream=True))
+
+            async with serve(Served(handler)) as url, httpx.AsyncClient() as client:
+                response, raw = await read_raw(client, url)
+                assert response.headers["content-encoding"] == "gzip"
+                assert raw == compressed
+                decoded = await client.get(url)
+                assert decoded.content == text
