@@ -1,6 +1,6 @@
 """Stream HTTP responses and Server-Sent Events from any ASGI app."""
 
-from .middleware import StreamMiddleware
+from .middleware import StreamMiddleware, hand_over
 from .stream import CloseReason, Stream, UpstreamError, wait
 from .wire import ServerSentEvent
 
@@ -10,6 +10,7 @@ __all__ = [
     "Stream",
     "StreamMiddleware",
     "UpstreamError",
+    "hand_over",
     "wait",
 ]
 __version__ = "0.1.0"

@@ -61,24 +61,37 @@ async def drive(
     stream.last_event_id = request_header(scope, b"last-event-id")
     where = f"{scope.get('method', 'GET')} {scope.get('path', '')}"
     try:
-        async with anyio.create_task_group() as tg:
-            stream._abort = tg.cancel_scope.cancel
+        # Two groups, because a server may not let a blocked write be cancelled (hypercorn's
+        # trio worker shields it): the writer lives in the outer group, so that when the
+        # inner one ends (completion, disconnect, slow client, shutdown) the cleanup and
+        # on_close run at once, and only then does the driver wait out a stuck write.
+        async with anyio.create_task_group() as writing:
+            async with anyio.create_task_group() as tg:
+                stream._abort = tg.cancel_scope.cancel
 
-            async def watch_disconnect() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                stream._end("disconnect")
+                async def watch_disconnect() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    stream._end("disconnect")
+                    tg.cancel_scope.cancel()
+
+                async def write() -> None:
+                    await _write(stream, send, where)
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(watch_disconnect)
+                if await _start(stream, send, where, head=scope.get("method") == "HEAD"):
+                    tg.start_soon(stream._run, where)
+                    writing.start_soon(write)
+                    await anyio.sleep_forever()  # until write() or an abort cancels the group
                 tg.cancel_scope.cancel()
-
-            tg.start_soon(watch_disconnect)
-            if await _start(stream, send, where, head=scope.get("method") == "HEAD"):
-                tg.start_soon(stream._run, where)
-                await _write(stream, send)
-            tg.cancel_scope.cancel()
+            writing.cancel_scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await stream._cleanup()
     finally:
         stream._abort = None
         with anyio.CancelScope(shield=True):
-            await stream._cleanup()
+            await stream._cleanup()  # idempotent: covers an exception or outer cancellation
 
 
 async def _start(stream: Stream, send: ASGISendCallable, where: str, *, head: bool) -> bool:
@@ -121,7 +134,7 @@ async def _answer(stream: Stream, send: ASGISendCallable, status: int, text: str
         await send_plain(send, status, text)
 
 
-async def _write(stream: Stream, send: ASGISendCallable) -> None:
+async def _write(stream: Stream, send: ASGISendCallable, where: str) -> None:
     """Write queued frames until the stream is closed, then the final empty body."""
     interval = stream._ping_seconds
     try:
@@ -143,5 +156,8 @@ async def _write(stream: Stream, send: ASGISendCallable) -> None:
             stream._writing = False
         if stream._reason not in ("disconnect", "slow-client"):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-    except OSError:
+    except OSError:  # whatever the server's spec_version: the client is gone
         stream._end("disconnect")
+    except Exception:
+        logger.exception("sending the stream failed (%s)", where)
+        stream._end("error")

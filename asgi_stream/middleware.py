@@ -1,7 +1,16 @@
-"""StreamMiddleware: drives the Streams an ASGI app returns, and ends them on shutdown."""
+"""StreamMiddleware: drives the Streams an ASGI app returns or hands over, and ends them on
+shutdown.
+
+A framework that cannot return an arbitrary object hands its Stream over with
+:func:`hand_over` and sends an empty *stand-in* response instead. The stand-in carries a
+per-request secret marker, so only it is intercepted: the middleware keeps the headers the
+framework added to it (cookies, CORS), drops its body, and sends the Stream in its place.
+"""
 
 from __future__ import annotations
 
+import secrets
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -13,18 +22,94 @@ from .stream import (
     Stream,
     check_max_buffer,
     check_ping,
-    current_scope,
+    current_request,
 )
 
 if TYPE_CHECKING:
     from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
 
-__all__ = ["StreamMiddleware"]
+__all__ = ["HANDOFF_HEADER", "StreamMiddleware", "hand_over"]
+
+HANDOFF_HEADER = "x-asgi-stream-handoff"
+_MARKER = HANDOFF_HEADER.encode()
+# Headers of the stand-in that describe its (empty) body, not the stream.
+_BODY_HEADERS = frozenset(
+    {
+        b"content-length",
+        b"content-encoding",
+        b"transfer-encoding",
+        b"connection",
+        b"etag",
+        b"last-modified",
+        _MARKER,
+    }
+)
+
+
+class _Request:
+    """One http request handled by the middleware: where a Stream may be handed over."""
+
+    __slots__ = ("captured", "middleware", "scope", "stand_in", "stream", "token")
+
+    def __init__(self, middleware: StreamMiddleware, scope: Scope) -> None:
+        self.middleware = middleware
+        self.scope = scope
+        self.token = secrets.token_hex(16).encode()
+        self.stream: Stream | None = None
+        self.stand_in: list[tuple[bytes, bytes]] = []
+        self.captured: list[tuple[bytes, bytes]] | None = None
+
+    async def run(
+        self, stream: Stream, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        await self.middleware.run(stream, scope, receive, send)
+
+    def hand_over(self, stream: Stream) -> list[tuple[str, str]]:
+        if self.stream is not None and self.stream is not stream:
+            raise RuntimeError("this request has already handed over another Stream")
+        self.stream = stream
+        self.stand_in = [*stream._response_headers(), (_MARKER, self.token)]
+        return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in self.stand_in]
+
+    def is_stand_in(self, message: ASGISendEvent) -> bool:
+        headers: Any = message.get("headers", ())
+        return self.stream is not None and any(
+            name.lower() == _MARKER and value == self.token for name, value in headers
+        )
+
+    def added_headers(self) -> list[tuple[bytes, bytes]]:
+        """The headers the framework added to the stand-in (cookies, CORS, security)."""
+        assert self.stream is not None and self.captured is not None
+        expected = Counter((name.lower(), value) for name, value in self.stand_in)
+        own = {name for name, _ in self.stand_in}
+        added = []
+        for name, value in self.captured:
+            pair = (name.lower(), value)
+            if expected[pair] > 0:
+                expected[pair] -= 1
+            elif pair[0] not in _BODY_HEADERS and (pair[0] not in own or pair[0] == b"set-cookie"):
+                added.append(pair)
+        return added
+
+
+def hand_over(stream: Stream) -> list[tuple[str, str]]:
+    """Give ``stream`` to the StreamMiddleware handling the current request (for framework
+    integrations). Answer with an empty stand-in response: status ``stream.status`` and the
+    returned headers. The middleware sends the Stream in its place."""
+    if not isinstance(stream, Stream):
+        raise TypeError(f"hand_over() takes a Stream, not {type(stream).__name__}")
+    request = current_request.get()
+    if not isinstance(request, _Request):
+        raise RuntimeError(
+            "no StreamMiddleware handles this request: wrap the ASGI application, "
+            "e.g. app = asgi_stream.StreamMiddleware(app)"
+        )
+    return request.hand_over(stream)
 
 
 class StreamMiddleware:
-    """Wrap any ASGI app; when it *returns* a :class:`Stream` without having responded,
-    drive that Stream. Keeps a registry of live streams for :meth:`shutdown`."""
+    """Wrap any ASGI app; when it *returns* (or hands over) a :class:`Stream` without having
+    responded, drive that Stream. Keeps a registry of live streams for :meth:`shutdown`."""
 
     def __init__(
         self, app: Any, *, ping: float | None = DEFAULT_PING, max_buffer: int = DEFAULT_MAX_BUFFER
@@ -49,21 +134,38 @@ class StreamMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        request = _Request(self, scope)
         started = False
 
         async def tracked_send(message: ASGISendEvent) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
+                if request.is_stand_in(message):
+                    request.captured = list(message.get("headers", ()))
+                    return
                 started = True
+            elif not started and request.captured is not None:
+                return  # the stand-in's body
             await send(message)
 
-        token = current_scope.set(scope)
+        token = current_request.set(request)
         try:
             result = await self.app(scope, receive, tracked_send)
         finally:
-            current_scope.reset(token)
-        if isinstance(result, Stream) and not started:
-            await self.run(result, scope, receive, send)
+            current_request.reset(token)
+        stream = request.stream
+        if stream is None:
+            if isinstance(result, Stream) and not started:
+                await self.run(result, scope, receive, send)
+            return
+        if started:  # the framework answered with something else, e.g. an error page
+            stream._claim()
+            stream._end("error")
+            await stream._cleanup()
+            return
+        if request.captured is not None:
+            stream._headers = stream._headers + request.added_headers()
+        await self.run(stream, scope, receive, send)
 
     async def run(
         self, stream: Stream, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -76,12 +178,17 @@ class StreamMiddleware:
             await send_plain(send, 503, "Service Unavailable: the server is shutting down\n")
             return
         self._live.add(stream)
+        # Forgotten as soon as it ends (on_close), even while a stuck write keeps the driver.
+        stream.on_close(lambda _: self._forget(stream))
         try:
             await drive(stream, scope, receive, send, ping=self.ping, max_buffer=self.max_buffer)
         finally:
-            self._live.discard(stream)
-            if not self._live and self._idle is not None:
-                self._idle.set()
+            self._forget(stream)
+
+    def _forget(self, stream: Stream) -> None:
+        self._live.discard(stream)
+        if not self._live and self._idle is not None:
+            self._idle.set()
 
     async def shutdown(self, grace: float = 5_000) -> None:
         """End every live stream (``on_close("shutdown")``, final empty body), waiting at most
@@ -96,6 +203,7 @@ class StreamMiddleware:
         for stream in list(self._live):
             if stream._abort is not None:
                 stream._abort()
-        while self._live:  # cancelled drivers only run their shielded cleanup now
-            self._idle = anyio.Event()
-            await self._idle.wait()
+        with anyio.move_on_after(1):  # cut-off drivers run only their (shielded) cleanup now
+            while self._live:
+                self._idle = anyio.Event()
+                await self._idle.wait()

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -71,8 +71,21 @@ async def wait(ms: float) -> None:
     await anyio.sleep(ms / 1000)
 
 
-current_scope: ContextVar[Scope | None] = ContextVar("asgi_stream.current_scope", default=None)
-"""The ASGI scope of the request being handled (set by StreamMiddleware around the app)."""
+class RequestContext(Protocol):
+    """What the StreamMiddleware handling the current request offers a Stream."""
+
+    scope: Scope
+
+    async def run(
+        self, stream: Stream, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        """Drive ``stream`` as a live stream of that middleware."""
+
+
+current_request: ContextVar[RequestContext | None] = ContextVar(
+    "asgi_stream.current_request", default=None
+)
+"""Set by StreamMiddleware around the app, so Streams built or run inside know their request."""
 
 
 def request_header(scope: Scope, name: bytes) -> str | None:
@@ -181,9 +194,11 @@ class Stream:
         self._reason: CloseReason | None = None
         self._fired = False
         self._claimed = False
-        scope = current_scope.get()
+        request = current_request.get()
         # Known at once inside a request handled by StreamMiddleware, so a handler can resume.
-        self.last_event_id = None if scope is None else request_header(scope, b"last-event-id")
+        self.last_event_id = (
+            None if request is None else request_header(request.scope, b"last-event-id")
+        )
         # The queue: encoded frames waiting for the writer, and their size in bytes.
         self._frames: list[bytes] = []
         self._queued = 0
@@ -254,7 +269,14 @@ class Stream:
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
-        """Run this stream as an ASGI application."""
+        """Run this stream as an ASGI application (a framework's response object, too).
+
+        Inside a request handled by StreamMiddleware the middleware drives it, so that it is
+        tracked and ends on shutdown; elsewhere it runs the driver with its defaults."""
+        request = current_request.get()
+        if request is not None:
+            await request.run(self, scope, receive, send)
+            return
         from .driver import drive  # the driver sits above this layer
 
         await drive(self, scope, receive, send)

@@ -7,7 +7,8 @@ from typing import Any
 import anyio
 import pytest
 
-from asgi_stream import CloseReason, Stream, StreamMiddleware
+from asgi_stream import CloseReason, Stream, StreamMiddleware, hand_over
+from asgi_stream.middleware import HANDOFF_HEADER
 from tests.peer import Peer
 
 pytestmark = pytest.mark.anyio
@@ -151,3 +152,108 @@ async def test_last_event_id_is_known_when_the_handler_builds_the_stream() -> No
     peer = Peer(headers=[(b"last-event-id", b"17")])
     await StreamMiddleware(app)(peer.scope, peer.receive, peer.send)
     assert seen == ["17"] and Stream().last_event_id is None  # outside a request: none
+
+
+# -- hand-over by frameworks that cannot return a Stream -----------------------------------
+
+
+def framework(build: Any, *, extra: Any = (), status: int | None = None) -> Any:
+    """A stand-in for a framework: its view builds a Stream and hands it over, then the
+    framework sends the stand-in response through its own middleware (which adds headers)."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        stream = build()
+        headers = [(k.encode(), v.encode()) for k, v in hand_over(stream)]
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status or stream.status,
+                "headers": [*headers, (b"content-length", b"0"), *extra],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return app
+
+
+async def test_a_handed_over_stream_replaces_the_stand_in_and_keeps_added_headers() -> None:
+    added = [
+        (b"set-cookie", b"session=abc; HttpOnly"),
+        (b"set-cookie", b"csrftoken=xyz"),
+        (b"access-control-allow-origin", b"https://example.com"),
+        (b"content-encoding", b"gzip"),  # describes the stand-in's body: dropped
+        (b"cache-control", b"max-age=600"),  # the Stream sets its own: not doubled
+    ]
+    peer = Peer()
+    middleware = StreamMiddleware(framework(lambda: Stream(["a", "b"], status=201), extra=added))
+    await middleware(peer.scope, peer.receive, peer.send)
+    assert peer.status == 201 and peer.body == b"data: a\n\ndata: b\n\n" and peer.finished
+    starts = [m for m in peer.messages if m["type"] == "http.response.start"]
+    assert len(starts) == 1
+    headers = starts[0]["headers"]
+    assert headers == [
+        (b"content-type", b"text/event-stream; charset=utf-8"),
+        (b"cache-control", b"no-cache"),
+        (b"x-accel-buffering", b"no"),
+        (b"set-cookie", b"session=abc; HttpOnly"),
+        (b"set-cookie", b"csrftoken=xyz"),
+        (b"access-control-allow-origin", b"https://example.com"),
+    ]
+
+
+@pytest.mark.parametrize("where", ["request header", "app response header"])
+async def test_a_forged_marker_does_not_take_over_a_response(where: str) -> None:
+    forged = (HANDOFF_HEADER.encode(), b"0" * 32)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        # e.g. a proxy view copying an upstream's headers, or echoing the client's
+        await send({"type": "http.response.start", "status": 200, "headers": [forged]})
+        await send({"type": "http.response.body", "body": b"plain", "more_body": False})
+
+    peer = Peer(headers=[forged] if where == "request header" else [])
+    await StreamMiddleware(app)(peer.scope, peer.receive, peer.send)
+    assert peer.status == 200 and peer.body == b"plain"
+
+
+async def test_only_this_requests_token_is_accepted() -> None:
+    stream = Stream(["x"])
+    leaked: list[tuple[bytes, bytes]] = []
+
+    async def first(scope: Any, receive: Any, send: Any) -> None:
+        leaked.extend((k.encode(), v.encode()) for k, v in hand_over(Stream(["y"])))
+        raise RuntimeError("first request fails before responding")
+
+    async def second(scope: Any, receive: Any, send: Any) -> None:
+        hand_over(stream)  # a real hand-over, but the response below carries an old token
+        await send({"type": "http.response.start", "status": 500, "headers": leaked})
+        await send({"type": "http.response.body", "body": b"error page", "more_body": False})
+
+    with pytest.raises(RuntimeError):
+        peer = Peer()
+        await StreamMiddleware(first)(peer.scope, peer.receive, peer.send)
+    reasons: list[CloseReason] = []
+    stream.on_close(reasons.append)
+    peer = Peer()
+    await StreamMiddleware(second)(peer.scope, peer.receive, peer.send)
+    assert peer.status == 500 and peer.body == b"error page"
+    assert reasons == ["error"]  # the handed-over stream never ran: closed, cleaned up
+
+
+async def test_hand_over_without_the_middleware_names_what_to_install() -> None:
+    with pytest.raises(RuntimeError, match="StreamMiddleware"):
+        hand_over(Stream())
+
+
+async def test_a_stream_run_as_an_asgi_response_inside_the_middleware_is_tracked() -> None:
+    stream = Stream()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await stream(scope, receive, send)  # what Starlette does with a response object
+
+    middleware, peer = StreamMiddleware(app, max_buffer=4096), Peer()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(middleware, peer.scope, peer.receive, peer.send)
+        await until(lambda: middleware.active == 1)
+        assert stream._limit == 4096  # the middleware's defaults apply
+        await middleware.shutdown(grace=1_000)
+    assert peer.finished and stream._reason == "shutdown"
