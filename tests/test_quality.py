@@ -24,7 +24,8 @@ def test_mypy_strict() -> None:
 
 @pytest.mark.parametrize("check", [("check",), ("format", "--check")])
 def test_ruff(check: tuple[str, ...]) -> None:
-    result = run("ruff", *check, "asgi_stream", "tests", "examples", "benchmarks")
+    paths = [p for p in ("asgi_stream", "tests", "examples", "benchmarks") if (ROOT / p).is_dir()]
+    result = run("ruff", *check, *paths)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
