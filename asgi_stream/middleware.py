@@ -49,7 +49,7 @@ _BODY_HEADERS = frozenset(
 class _Request:
     """One http request handled by the middleware: where a Stream may be handed over."""
 
-    __slots__ = ("captured", "middleware", "scope", "stand_in", "stream", "token")
+    __slots__ = ("captured", "middleware", "scope", "stand_in", "status", "stream", "token")
 
     def __init__(self, middleware: StreamMiddleware, scope: Scope) -> None:
         self.middleware = middleware
@@ -58,6 +58,7 @@ class _Request:
         self.stream: Stream | None = None
         self.stand_in: list[tuple[bytes, bytes]] = []
         self.captured: list[tuple[bytes, bytes]] | None = None
+        self.status: int | None = None
 
     async def run(
         self, stream: Stream, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -95,7 +96,8 @@ class _Request:
 def hand_over(stream: Stream) -> list[tuple[str, str]]:
     """Give ``stream`` to the StreamMiddleware handling the current request (for framework
     integrations). Answer with an empty stand-in response: status ``stream.status`` and the
-    returned headers. The middleware sends the Stream in its place."""
+    returned headers. The middleware sends the Stream in its place, with the stand-in's
+    status and every header the framework added to it."""
     if not isinstance(stream, Stream):
         raise TypeError(f"hand_over() takes a Stream, not {type(stream).__name__}")
     request = current_request.get()
@@ -142,6 +144,7 @@ class StreamMiddleware:
             if message["type"] == "http.response.start":
                 if request.is_stand_in(message):
                     request.captured = list(message.get("headers", ()))
+                    request.status = int(message["status"])  # e.g. Quart's (body, status)
                     return
                 started = True
             elif not started and request.captured is not None:
@@ -163,7 +166,8 @@ class StreamMiddleware:
             stream._end("error")
             await stream._cleanup()
             return
-        if request.captured is not None:
+        if request.captured is not None and request.status is not None:
+            stream.status = request.status
             stream._headers = stream._headers + request.added_headers()
         await self.run(stream, scope, receive, send)
 

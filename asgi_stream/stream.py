@@ -13,10 +13,11 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 
 from .wire import (
     HeadersInput,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["CloseReason", "Stream", "UpstreamError", "wait"]
 
 logger = logging.getLogger("asgi_stream")
+T = TypeVar("T")
 
 CloseReason = Literal["complete", "disconnect", "slow-client", "shutdown", "error"]
 Mode = Literal["callback", "values", "iterable", "awaitable", "proxy"]
@@ -64,6 +66,22 @@ class UpstreamError(Exception):
     def __init__(self, status: int, reason: str = "") -> None:
         super().__init__(f"upstream answered {status} {reason}".rstrip())
         self.status = status
+
+
+async def iterate_in_thread(iterable: Iterable[T]) -> AsyncIterator[T]:
+    """Iterate a blocking iterable (a DB cursor, a file, a sync generator that sleeps) in a
+    worker thread, one item at a time, so it never blocks the event loop:
+    ``Stream(iterate_in_thread(rows()))``. Closing the async iterator closes the source."""
+    iterator = iter(iterable)
+    done = object()
+    try:
+        while (item := await anyio.to_thread.run_sync(next, iterator, done)) is not done:
+            yield item  # type: ignore[misc]
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(close)
 
 
 async def wait(ms: float) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
 import pytest
 
-from asgi_stream import ServerSentEvent, Stream, wait
+from asgi_stream import ServerSentEvent, Stream, iterate_in_thread, wait
 
 
 def test_send_returns_false_once_closed_and_close_is_idempotent() -> None:
@@ -157,3 +157,56 @@ async def test_an_abandoned_value_iterator_still_closes_its_source() -> None:
     with anyio.fail_after(5):
         await ended.wait()
     assert source_closed.is_set() and reasons == ["disconnect"]
+
+
+@pytest.mark.anyio
+async def test_iterate_in_thread_keeps_the_loop_free_while_the_source_blocks() -> None:
+    import threading
+
+    release, closed = threading.Event(), threading.Event()
+    ticks = 0
+
+    def blocking() -> Iterator[int]:
+        try:
+            yield 1
+            release.wait(5)  # e.g. a DB cursor waiting for rows
+            yield 2
+            release.wait(5)
+            yield 3
+        finally:
+            closed.set()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while ticks < 3:
+            ticks += 1
+            await anyio.sleep(0.001)
+        release.set()  # the loop kept running while the source blocked its thread
+
+    iterator = iterate_in_thread(blocking())
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker)
+        with anyio.fail_after(5):
+            assert [item async for item in iterator] == [1, 2, 3]
+    assert ticks == 3 and closed.is_set()
+
+
+@pytest.mark.anyio
+async def test_closing_iterate_in_thread_closes_the_source() -> None:
+    import threading
+
+    closed = threading.Event()
+
+    def endless() -> Iterator[int]:
+        try:
+            n = 0
+            while True:
+                n += 1
+                yield n
+        finally:
+            closed.set()
+
+    iterator = iterate_in_thread(endless())
+    assert await anext(iterator) == 1
+    await iterator.aclose()  # type: ignore[attr-defined]
+    assert closed.is_set()
