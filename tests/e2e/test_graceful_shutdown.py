@@ -54,7 +54,7 @@ async def test_sigterm_ends_every_stream_cleanly_and_exits(
     tmp_path: Path, anyio_backend: str
 ) -> None:
     script = tmp_path / "server.py"
-    script.write_text(SERVER)  # noqa: ASYNC240 - a few hundred bytes, before anything runs
+    script.write_text(SERVER)
     port = _free_port()
     async with await anyio.open_process(
         [sys.executable, str(script), f"127.0.0.1:{port}", anyio_backend],
