@@ -1,0 +1,269 @@
+"""Benchmark 3, server side: one implementation served by hypercorn (asyncio, one worker) on
+127.0.0.1, in its own process.
+
+    python benchmarks/e2e_server.py IMPLEMENTATION
+
+binds a free port, prints ``READY <port> <pid>`` and serves until SIGTERM/SIGINT or until its
+standard input closes (so it never outlives the benchmark that started it), or at most
+``--max-seconds``.
+
+Every implementation streams the same async generators (``SOURCES``); each one only changes
+how the items become SSE on the wire:
+
+    /stream?n=N               N events as fast as possible (throughput)
+    /ticks?n=N&interval=S&phase=P
+                              N events, one every S seconds, each carrying its creation time
+                              (``time.monotonic()``, system-wide on Linux) for latency
+    /idle                     one event, then nothing until the client leaves (memory)
+    /track?id=X               an event every 50 ms until the client leaves; the generator's
+                              ``finally`` records when the producer was cleaned up
+    /control/cleaned?id=X     that time as JSON (``null`` until it happened)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import anyio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import make_item, raise_nofile
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Wrap = Callable[[dict[str, Any]], Any]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+IMPLEMENTATIONS = ("hand-written loop", "asgi_stream", "sse-starlette")
+cleaned: dict[str, float] = {}  # /track id -> time.monotonic() of the producer's cleanup
+
+
+# -- the sources (the same for every implementation) ----------------------------------------
+
+
+async def stream_source(params: dict[str, str], wrap: Wrap | None) -> AsyncIterator[Any]:
+    for i in range(int(params.get("n", "100"))):
+        item = make_item(i)
+        yield item if wrap is None else wrap(item)
+
+
+async def ticks_source(params: dict[str, str], wrap: Wrap | None) -> AsyncIterator[Any]:
+    """The first event at once, then one every ``interval`` seconds at a fixed phase
+    (``phase`` in [0, 1)), so that many clients' events are spread evenly over time."""
+    interval = float(params.get("interval", "0.5"))
+    phase = float(params.get("phase", "0")) * interval
+    start = (time.monotonic() // interval + 1) * interval + phase
+    for i in range(int(params.get("n", "10"))):
+        if i:
+            await anyio.sleep(max(0.0, start + (i - 1) * interval - time.monotonic()))
+        item = {"i": i, "t": time.monotonic()}
+        yield item if wrap is None else wrap(item)
+
+
+async def idle_source(params: dict[str, str], wrap: Wrap | None) -> AsyncIterator[Any]:
+    item = make_item(0)
+    yield item if wrap is None else wrap(item)
+    await anyio.sleep_forever()
+
+
+async def track_source(params: dict[str, str], wrap: Wrap | None) -> AsyncIterator[Any]:
+    try:
+        i = 0
+        while True:
+            item = make_item(i)
+            yield item if wrap is None else wrap(item)
+            i += 1
+            await anyio.sleep(0.05)
+    finally:
+        cleaned[params.get("id", "")] = time.monotonic()
+
+
+SOURCES = {
+    "/stream": stream_source,
+    "/ticks": ticks_source,
+    "/idle": idle_source,
+    "/track": track_source,
+}
+
+
+# -- one streaming endpoint per implementation --------------------------------------------
+
+
+def hand_written_app() -> Callable[..., Awaitable[None]]:
+    """Encode and send each event; a task watches ``receive`` so that a client that leaves
+    stops the producer (without it the loop would only notice on its next send)."""
+
+    async def run(source: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        dumps = json.dumps
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                ],
+            }
+        )
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch)
+            try:
+                async for item in source:
+                    body = f"data: {dumps(item)}\n\n".encode()
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            except OSError:
+                pass
+            finally:
+                await source.aclose()
+            tg.cancel_scope.cancel()
+
+    async def app(path: str, params: dict[str, str], scope: Scope, receive: Receive, send: Send):  # type: ignore[no-untyped-def]
+        await run(SOURCES[path](params, None), scope, receive, send)
+
+    return app
+
+
+def asgi_stream_app() -> Callable[..., Awaitable[None]]:
+    """The way a user serves it: an app that returns a ``Stream``, behind StreamMiddleware."""
+    from asgi_stream import Stream, StreamMiddleware
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> Stream:
+        path, params = scope["path"], scope["bench.params"]
+        return Stream(SOURCES[path](params, None))
+
+    middleware = StreamMiddleware(inner)  # type: ignore[arg-type]
+
+    async def app(path: str, params: dict[str, str], scope: Scope, receive: Receive, send: Send):  # type: ignore[no-untyped-def]
+        scope["bench.params"] = params
+        await middleware(scope, receive, send)  # type: ignore[arg-type]
+
+    return app
+
+
+def sse_starlette_app() -> Callable[..., Awaitable[None]]:
+    from sse_starlette import EventSourceResponse, JSONServerSentEvent
+
+    async def app(path: str, params: dict[str, str], scope: Scope, receive: Receive, send: Send):  # type: ignore[no-untyped-def]
+        response = EventSourceResponse(SOURCES[path](params, JSONServerSentEvent))
+        await response(scope, receive, send)
+
+    return app
+
+
+MAKERS = {
+    "hand-written loop": hand_written_app,
+    "asgi_stream": asgi_stream_app,
+    "sse-starlette": sse_starlette_app,
+}
+
+
+def router(stream_app: Callable[..., Awaitable[None]]) -> App:
+    async def plain(send: Send, status: int, body: bytes) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        params = {k: v[-1] for k, v in parse_qs(scope["query_string"].decode()).items()}
+        if path in SOURCES:
+            await stream_app(path, params, scope, receive, send)
+        elif path == "/control/cleaned":
+            await plain(send, 200, json.dumps(cleaned.get(params.get("id", ""))).encode())
+        elif path == "/control/ping":
+            await plain(send, 200, b'"ok"')
+        else:
+            await plain(send, 404, b'"not found"')
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("implementation", choices=IMPLEMENTATIONS)
+    parser.add_argument("--max-seconds", type=float, default=1800)
+    parser.add_argument("--nofile", type=int, default=4096, help="open files needed")
+    args = parser.parse_args()
+    raise_nofile(args.nofile)
+
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    app = router(MAKERS[args.implementation]())
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4096)
+    config = Config()
+    config.bind = [f"fd://{listener.fileno()}"]
+    config.backlog = 4096
+    config.loglevel = "WARNING"
+    config.accesslog = None
+    config.graceful_timeout = 1
+
+    async def serve_until_told() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+
+        def shut_down() -> None:
+            stop.set()
+            # in case the graceful shutdown hangs: exit anyway a few seconds later
+            threading.Thread(target=lambda: (time.sleep(5), os._exit(3)), daemon=True).start()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, shut_down)
+        loop.call_later(args.max_seconds, shut_down)
+
+        def watch_stdin() -> None:  # the parent is gone when our stdin closes
+            sys.stdin.buffer.read()
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(shut_down)
+
+        threading.Thread(target=watch_stdin, daemon=True).start()
+        print(f"READY {listener.getsockname()[1]} {os.getpid()}", flush=True)
+        await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+    asyncio.run(serve_until_told())
+
+
+if __name__ == "__main__":
+    main()

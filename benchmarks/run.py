@@ -1,0 +1,706 @@
+#!/usr/bin/env python3
+"""asgi_stream against its peers, in one run on one machine.
+
+    python benchmarks/run.py            # everything (a few minutes); writes results.md/.png
+    python benchmarks/run.py --quick    # tiny sizes, a few seconds (the CI smoke run)
+
+1. Encoder: events per CPU-second encoding the same events (asgi_stream's wire format,
+   sse-starlette's ServerSentEvent.encode, FastAPI's SSE encoder).
+2. In-process driver: events per CPU-second streaming N items into a no-op ASGI send.
+3. End-to-end under hypercorn on 127.0.0.1, servers and the httpx client in separate
+   processes: (a) throughput with concurrent clients, (b) latency p50/p99 at a fixed rate,
+   (c) server memory per idle open stream, (d) time from disconnect to producer cleanup.
+
+Implementations are interleaved (A, B, C, then the next round in a rotated order) and each
+figure is the median over the rounds, so drift of a shared machine hits all of them alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import math
+import os
+import select
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import ENCODER_CASES, machine_info, make_items, median, raise_nofile  # noqa: E402
+
+PEER = "sse-starlette"
+
+
+# -- results -------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    group: str
+    case: str
+    implementation: str
+    unit: str
+    higher_is_better: bool
+    values: list[float] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def value(self) -> float:
+        return median(self.values)
+
+
+@dataclass
+class Group:
+    title: str
+    baseline: str  # implementation the ratios are relative to
+    peer: str | None  # a second ratio column (sse-starlette), if not the baseline
+    rows: dict[tuple[str, str], Row] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def row(self, case: str, implementation: str, unit: str, higher: bool = True) -> Row:
+        key = (case, implementation)
+        if key not in self.rows:
+            self.rows[key] = Row(self.title, case, implementation, unit, higher)
+        return self.rows[key]
+
+    def ratio(self, row: Row, against: str | None) -> float | None:
+        if against is None:
+            return None
+        other = self.rows.get((row.case, against))
+        if other is None or not other.values or not row.values or other.value == 0:
+            return None
+        return row.value / other.value
+
+
+def rotated(items: list[str], round_index: int) -> list[str]:
+    k = round_index % len(items) if items else 0
+    return items[k:] + items[:k]
+
+
+def fmt(value: float, unit: str) -> str:
+    if math.isnan(value):
+        return "n/a"
+    if unit.startswith("events"):
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.2f}"
+
+
+def table_lines(groups: list[Group], markdown: bool) -> list[str]:
+    header = ["benchmark", "case", "implementation", "median", "unit", "vs baseline", "vs peer"]
+    rows: list[list[str]] = []
+    for group in groups:
+        for row in group.rows.values():
+            if row.error is not None:
+                skipped = "not installed" in row.error
+                value, unit = ("skipped" if skipped else "error"), row.error[:60]
+            elif not row.values:
+                value, unit = "n/a", row.unit
+            else:
+                value, unit = fmt(row.value, row.unit), row.unit
+            cells = [group.title, row.case, row.implementation, value, unit]
+            for against in (group.baseline, group.peer):
+                ratio = group.ratio(row, against)
+                cells.append("" if ratio is None else f"{ratio:.2f}x")
+            rows.append(cells)
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+        return lines
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i in (3, 5, 6) else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    return [line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in rows]
+
+
+# -- 1. encoder ----------------------------------------------------------------------------
+
+
+def bench_encoder(args: argparse.Namespace) -> Group:
+    import encoders
+
+    group = Group("1 encoder", encoders.BASELINE, None)
+    group.notes.append(
+        f"events per CPU-second encoding {args.encoder_events:,} events per measurement; "
+        "ratios vs sse-starlette's ServerSentEvent.encode (the baseline)."
+    )
+    factories, missing = encoders.load()
+    encoders.check(factories)
+    names = list(factories)
+    for name, why in missing.items():
+        for case in ENCODER_CASES:
+            group.row(case, name, "events/s").error = why
+    calls = {(c, n): factories[n](case) for c, case in ENCODER_CASES.items() for n in names}
+    for fn in calls.values():  # warm-up
+        for _ in range(200):
+            fn()
+    count = range(args.encoder_events)
+    for r in range(args.rounds):
+        for case in ENCODER_CASES:
+            for name in rotated(names, r):
+                fn = calls[(case, name)]
+                gc.collect()
+                cpu = time.process_time()
+                for _ in count:
+                    fn()
+                cpu = time.process_time() - cpu
+                group.row(case, name, "events/s").values.append(
+                    args.encoder_events / max(cpu, 1e-9)
+                )
+    return group
+
+
+# -- 2. in-process driver ------------------------------------------------------------------
+
+
+def bench_inprocess(args: argparse.Namespace, backend: str) -> Group:
+    import anyio
+    import inprocess
+
+    makers = inprocess.ASYNCIO if backend == "asyncio" else inprocess.TRIO
+    runners, missing = inprocess.load(makers)
+    title = "2 in-process" if backend == "asyncio" else "2 in-process (trio)"
+    peer = "sse-starlette EventSourceResponse"
+    group = Group(title, inprocess.BASELINE, peer if peer in runners else None)
+    group.notes.append(
+        f"events per CPU-second for {args.items:,} items into a no-op ASGI send "
+        f"(on {backend}); ratios vs the hand-written loop (baseline) and vs sse-starlette."
+    )
+    if missing:
+        group.notes.append("not installed: " + ", ".join(missing))
+    items = make_items(args.items)
+    names = list(runners)
+    case = f"{args.items:,} items"
+
+    async def main() -> None:
+        await inprocess.check(runners)
+        for name in names:  # warm-up
+            await runners[name](
+                items[:200], inprocess.scope(), inprocess.blocking_receive, inprocess.noop_send
+            )
+        for r in range(args.rounds):
+            for name in rotated(names, r):
+                gc.collect()
+                cpu = time.process_time()
+                with anyio.fail_after(300):
+                    await runners[name](
+                        items, inprocess.scope(), inprocess.blocking_receive, inprocess.noop_send
+                    )
+                cpu = time.process_time() - cpu
+                group.row(case, name, "events/s").values.append(args.items / max(cpu, 1e-9))
+
+    anyio.run(main, backend=backend)
+    return group
+
+
+# -- 3. end to end -------------------------------------------------------------------------
+
+E2E_IMPLEMENTATIONS = ["hand-written loop", "asgi_stream", "sse-starlette"]
+
+
+class Server:
+    """One ``e2e_server.py`` process; stopped (and killed if need be) by ``stop``."""
+
+    def __init__(self, implementation: str, nofile: int, log_dir: Path) -> None:
+        self.implementation = implementation
+        self.log = open(log_dir / f"server-{implementation.replace(' ', '_')}.log", "w+b")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "e2e_server.py"), implementation, "--nofile", str(nofile)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            start_new_session=True,
+        )
+        self.url = ""
+        self.pid = self.proc.pid
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        line = b""
+        while not line.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.proc.poll() is not None:
+                raise RuntimeError(f"server {self.implementation!r} did not start: {self.tail()}")
+            ready, _, _ = select.select([self.proc.stdout], [], [], remaining)
+            if ready:
+                chunk = os.read(self.proc.stdout.fileno(), 256)
+                if not chunk:
+                    raise RuntimeError(f"server {self.implementation!r} exited: {self.tail()}")
+                line += chunk
+        word, port, pid = line.decode().split()
+        assert word == "READY", line
+        self.url = f"http://127.0.0.1:{port}"
+        self.pid = int(pid)
+
+    def tail(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-2000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()  # the server exits when its stdin closes
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=8)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        self.log.close()
+
+
+@contextlib.contextmanager
+def servers(implementations: list[str], nofile: int, log_dir: Path) -> Iterator[dict[str, Server]]:
+    started: dict[str, Server] = {}
+    try:
+        for name in implementations:
+            started[name] = Server(name, nofile, log_dir)
+        for server in started.values():
+            server.wait_ready()
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+def run_client(job: dict[str, Any], timeout: float) -> tuple[list[dict[str, Any]], str]:
+    """Run one ``e2e_client.py`` job; its JSON lines, and its stderr (for errors)."""
+    command = [sys.executable, str(HERE / "e2e_client.py"), json.dumps(job)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        return [], f"client timed out after {timeout:.0f} s: {exc.stderr!s:.500}"
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    problem = "" if done.returncode == 0 else f"client exited {done.returncode}"
+    return results, (problem + "\n" + done.stderr[-3000:]).strip()
+
+
+def bench_e2e(args: argparse.Namespace) -> list[Group]:
+    try:
+        import sse_starlette  # noqa: F401
+    except ImportError:
+        names = [n for n in E2E_IMPLEMENTATIONS if n != PEER]
+    else:
+        names = list(E2E_IMPLEMENTATIONS)
+    need = max(args.latency_clients, args.idle_streams, args.clients) + 256
+    soft = raise_nofile(need)
+    if soft < need:
+        raise SystemExit(f"need {need} open files, the hard limit allows {soft}")
+    groups = {
+        key: Group(title, "hand-written loop", PEER if PEER in names else None)
+        for key, title in [
+            ("throughput", "3a throughput"),
+            ("latency", "3b latency"),
+            ("memory", "3c memory"),
+            ("cleanup", "3d disconnect"),
+        ]
+    }
+    g = groups
+    g["throughput"].notes.append(
+        f"{args.clients} concurrent clients x {args.client_events:,} events as fast as possible: "
+        "events/s over the client's wall time (one httpx process, which can be the bottleneck) "
+        "and the server's events per CPU-second (/proc/<pid>/stat)."
+    )
+    g["latency"].notes.append(
+        f"{args.latency_clients} concurrent clients at one event every {args.interval} s "
+        "(phases spread evenly), from the timestamp inside each event to its arrival; "
+        f"ramp-up excluded, {args.latency_events} samples per client."
+    )
+    g["memory"].notes.append(
+        f"server VmRSS growth with {args.idle_streams} idle open streams, fresh server, "
+        "after a small warm-up; KiB per stream."
+    )
+    g["cleanup"].notes.append(
+        f"{args.disconnects} times per round: read 2 events, disconnect, and the server "
+        "reports when the generator's finally ran; median ms."
+    )
+    for group in groups.values():
+        group.notes.append("ratios vs the hand-written ASGI loop (baseline) and vs sse-starlette.")
+    logs = tempfile.TemporaryDirectory(prefix="asgi-stream-bench-logs-")
+    log_dir = Path(logs.name)
+    jobs: list[tuple[str, dict[str, Any], float]] = [
+        (
+            "memory",
+            {"streams": args.idle_streams, "warm": 20, "settle": args.settle},
+            60 + args.idle_streams / 20,
+        ),
+        (
+            "throughput",
+            {"clients": args.clients, "events": args.client_events},
+            60 + args.clients * args.client_events / 2000,
+        ),
+        (
+            "latency",
+            {
+                "clients": args.latency_clients,
+                "events": args.latency_events,
+                "interval": args.interval,
+                "settle": args.settle,
+            },
+            60 + args.latency_events * args.interval + args.latency_clients / 20,
+        ),
+        ("cleanup", {"repeats": args.disconnects}, 30 + args.disconnects * 2),
+    ]
+    try:
+        for r in range(args.e2e_rounds):
+            order = rotated(names, r)
+            with servers(order, need, log_dir) as started:
+                for scenario, params, per_target in jobs:
+                    targets = [
+                        {"implementation": n, "url": started[n].url, "pid": started[n].pid}
+                        for n in order
+                    ]
+                    job = {
+                        "scenario": scenario,
+                        "targets": targets,
+                        "params": params,
+                        "timeout": per_target,
+                        "settle": args.settle,
+                        "nofile": need,
+                        "tag": f"r{r}",
+                    }
+                    results, errors = run_client(job, per_target * len(targets) + 60)
+                    by_name = {res["implementation"]: res for res in results}
+                    for n in order:
+                        res = by_name.get(
+                            n, {"error": errors.splitlines()[-1] if errors else "no result"}
+                        )
+                        record_e2e(groups[scenario], scenario, n, res, args)
+                    if not results or (errors and any("error" in res for res in results)):
+                        print(errors, file=sys.stderr)
+                        for n, server in started.items():
+                            print(f"--- server {n} log:\n{server.tail()}", file=sys.stderr)
+            print(f"  e2e round {r + 1}/{args.e2e_rounds} done", file=sys.stderr, flush=True)
+    finally:
+        logs.cleanup()
+    return list(groups.values())
+
+
+def record_e2e(
+    group: Group, scenario: str, name: str, res: dict[str, Any], args: argparse.Namespace
+) -> None:
+    fields: list[tuple[str, str, str, bool]] = {
+        "throughput": [
+            ("events_per_s", f"{args.clients} clients, client-side", "events/s", True),
+            (
+                "server_events_per_cpu_s",
+                f"{args.clients} clients, server CPU",
+                "events/CPU-s",
+                True,
+            ),
+        ],
+        "latency": [
+            ("p50_ms", f"{args.latency_clients} clients, p50", "ms", False),
+            ("p99_ms", f"{args.latency_clients} clients, p99", "ms", False),
+        ],
+        "memory": [("kib_per_stream", f"{args.idle_streams} idle streams", "KiB/stream", False)],
+        "cleanup": [("median_ms", "disconnect -> cleanup", "ms", False)],
+    }[scenario]
+    for key, case, unit, higher in fields:
+        row = group.row(case, name, unit, higher)
+        if "error" in res:
+            row.error = str(res["error"])
+        elif res.get("timeouts"):
+            row.error = f"{res['timeouts']} producers never cleaned up (> 5 s)"
+        else:
+            row.values.append(float(res[key]))
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def chart(groups: list[Group], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_title = {g.title: g for g in groups}
+    panels = [
+        ("1 encoder", "Encoder: events per CPU-second", True),
+        ("2 in-process", "In-process driver (asyncio): events per CPU-second", True),
+        ("3a throughput", "End-to-end throughput", True),
+        ("3b latency", "End-to-end latency (ms, lower is better)", False),
+        ("3c memory", "Server memory per idle stream (KiB, lower is better)", False),
+        ("3d disconnect", "Disconnect to producer cleanup (ms, lower is better)", False),
+    ]
+    panels = [p for p in panels if p[0] in by_title]
+    cols = min(3, len(panels)) or 1
+    rows = math.ceil(len(panels) / cols) or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(6.4 * cols, 5.6 * rows), squeeze=False)
+    palette = {
+        "hand-written loop": "#7f7f7f",
+        "asgi_stream": "#1f77b4",
+        "asgi_stream automatic (list)": "#1f77b4",
+        "asgi_stream automatic (async gen)": "#6baed6",
+        "asgi_stream callback": "#08519c",
+        "sse-starlette": "#d62728",
+        "sse-starlette EventSourceResponse": "#d62728",
+        "fastapi (format_sse_event)": "#74c476",
+        "fastapi (yielded item)": "#238b45",
+        "FastAPI EventSourceResponse": "#238b45",
+        "Starlette StreamingResponse": "#9467bd",
+    }
+
+    def color(name: str) -> str:
+        return palette.get(name, "#8c564b")
+
+    def tick(value: float, _pos: object) -> str:
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:g}"
+
+    for ax, (title, label, _higher) in zip(axes.flat, panels, strict=False):
+        group = by_title[title]
+        cases = list(dict.fromkeys(row.case for row in group.rows.values()))
+        impls = list(dict.fromkeys(row.implementation for row in group.rows.values()))
+        width = 0.8 / max(1, len(impls))
+        for i, impl in enumerate(impls):
+            xs, heights, notes = [], [], []
+            for j, case in enumerate(cases):
+                row = group.rows.get((case, impl))
+                if row is None or not row.values or row.error:
+                    continue
+                xs.append(j + (i - (len(impls) - 1) / 2) * width)
+                heights.append(row.value)
+                ratio = group.ratio(row, group.baseline)
+                notes.append("" if ratio is None else f"{ratio:.2f}x")
+            shade = color(impl)
+            bars = ax.bar(
+                xs,
+                heights,
+                width * 0.95,
+                label=impl,
+                color=shade,
+            )
+            for bar, note in zip(bars, notes, strict=True):
+                ax.annotate(
+                    note,
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center",
+                    va="bottom",
+                    fontsize=6.5,
+                    rotation=90 if len(impls) > 4 else 0,
+                    xytext=(0, 2),
+                    textcoords="offset points",
+                )
+        ax.set_xticks(range(len(cases)))
+        ax.set_xticklabels(cases, fontsize=8)
+        ax.set_title(label, fontsize=10)
+        ax.tick_params(axis="y", labelsize=8)
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(tick))
+        ax.margins(y=0.15)
+        ax.legend(
+            fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, frameon=False
+        )
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.suptitle(
+        "asgi_stream vs peers (medians of interleaved rounds; labels: ratio vs baseline)",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_markdown(
+    groups: list[Group], info: dict[str, Any], command: str, path: Path, chart_name: str | None
+) -> None:
+    lines = [
+        "# asgi_stream benchmarks",
+        "",
+        f"Command: `{command}`",
+        "",
+        "Medians over interleaved rounds (A, B, C, then the next round in a rotated order). "
+        "`vs baseline` is this implementation's figure divided by the baseline's of the same "
+        "case; `vs peer` divides by sse-starlette's. For `ms` and `KiB` lower is better.",
+        "",
+    ]
+    lines += table_lines(groups, markdown=True)
+    lines += ["", "## What each benchmark measures", ""]
+    for group in groups:
+        lines.append(f"- **{group.title}** (baseline: {group.baseline}): " + " ".join(group.notes))
+    lines += ["", "## Machine", ""]
+    for key, value in info.items():
+        if key == "packages":
+            value = ", ".join(f"{k} {v}" for k, v in value.items() if v)
+        lines.append(f"- {key}: {value}")
+    if chart_name:
+        lines += ["", f"![benchmark chart]({chart_name})"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+# -- main ----------------------------------------------------------------------------------
+
+FULL = {
+    "rounds": 7,
+    "e2e_rounds": 3,
+    "encoder_events": 20_000,
+    "items": 20_000,
+    "clients": 100,
+    "client_events": 1_000,
+    "latency_clients": 1_000,
+    "latency_events": 10,
+    "interval": 0.5,
+    "idle_streams": 1_000,
+    "disconnects": 20,
+    "settle": 1.0,
+}
+QUICK = {
+    "rounds": 2,
+    "e2e_rounds": 1,
+    "encoder_events": 300,
+    "items": 300,
+    "clients": 4,
+    "client_events": 50,
+    "latency_clients": 8,
+    "latency_events": 2,
+    "interval": 0.05,
+    "idle_streams": 10,
+    "disconnects": 2,
+    "settle": 0.1,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="asgi_stream vs sse-starlette, Starlette, FastAPI and a hand-written loop.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (CI smoke run)")
+    parser.add_argument(
+        "--only", default="encoder,inprocess,e2e", help="comma-separated: encoder,inprocess,e2e"
+    )
+    parser.add_argument("--no-trio", action="store_true", help="skip the in-process run on trio")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where results.md/.png/.json go (default: benchmarks/, or a temporary "
+        "directory with --quick, so a smoke run never overwrites the committed results)",
+    )
+    for name, value in FULL.items():
+        kind = type(value)
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            default=None,
+            help=f"default {value:,} ({QUICK[name]} with --quick)"
+            if kind is int
+            else f"default {value} ({QUICK[name]} with --quick)",
+        )
+    args = parser.parse_args(argv)
+    for name, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.only = {part.strip() for part in args.only.split(",") if part.strip()}
+    unknown = args.only - {"encoder", "inprocess", "e2e"}
+    if unknown:
+        parser.error(f"unknown --only parts: {', '.join(sorted(unknown))}")
+    if args.out is None:
+        args.out = Path(tempfile.mkdtemp(prefix="asgi-stream-bench-")) if args.quick else HERE
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = "python benchmarks/run.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    info = machine_info()
+    print(f"machine: {info['cpu']}, {info['cores']} cores, {info['python']}", file=sys.stderr)
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)  # unwinds through the finally blocks: servers stop
+
+    signal.signal(signal.SIGTERM, stop)
+    started = time.monotonic()
+    groups: list[Group] = []
+    steps: list[tuple[str, Callable[[], list[Group]]]] = []
+    if "encoder" in args.only:
+        steps.append(("encoder", lambda: [bench_encoder(args)]))
+    if "inprocess" in args.only:
+        steps.append(("in-process (asyncio)", lambda: [bench_inprocess(args, "asyncio")]))
+        if not args.no_trio:
+            steps.append(("in-process (trio)", lambda: [bench_inprocess(args, "trio")]))
+    if "e2e" in args.only:
+        steps.append(("end-to-end", lambda: bench_e2e(args)))
+    for label, step in steps:
+        print(f"running {label} ...", file=sys.stderr, flush=True)
+        t0 = time.monotonic()
+        groups += step()
+        print(f"  {label}: {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
+    with contextlib.suppress(OSError):
+        info["load average (end)"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    info["total run time"] = f"{time.monotonic() - started:.0f} s"
+
+    print()
+    print("\n".join(table_lines(groups, markdown=False)))
+    print()
+    for group in groups:
+        print(f"{group.title}: baseline {group.baseline}. " + " ".join(group.notes))
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    chart_name: str | None = "results.png"
+    try:
+        chart(groups, args.out / "results.png")
+    except ImportError:
+        chart_name = None
+        print("matplotlib is not installed: no chart", file=sys.stderr)
+    write_markdown(groups, info, command, args.out / "results.md", chart_name)
+    raw = {
+        "machine": info,
+        "command": command,
+        "groups": [
+            {
+                "title": g.title,
+                "baseline": g.baseline,
+                "rows": [
+                    {
+                        "case": r.case,
+                        "implementation": r.implementation,
+                        "unit": r.unit,
+                        "median": None if not r.values else r.value,
+                        "values": r.values,
+                        "error": r.error,
+                    }
+                    for r in g.rows.values()
+                ],
+            }
+            for g in groups
+        ],
+    }
+    (args.out / "results.json").write_text(json.dumps(raw, indent=1) + "\n")
+    print(f"\nwrote {args.out / 'results.md'}", file=sys.stderr)
+    failed = [
+        r for g in groups for r in g.rows.values() if r.error and "not installed" not in r.error
+    ]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
