@@ -2,7 +2,8 @@
 
 Every way a Stream reaches a client goes through :func:`drive`: one task watches ``receive``
 for the disconnect, one writer drains the Stream's bounded queue into ``send`` (coalescing
-frames that already wait, heartbeating when idle), one task runs the producer.
+frames that already wait), one task runs the producer, and an optional heartbeat task
+queues a ``: ping`` comment after ``ping`` ms without a write.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from .wire import PING
 if TYPE_CHECKING:
     from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
-__all__ = ["drive"]
+__all__ = ["drive", "drive_claimed", "send_plain"]
 
 logger = logging.getLogger("asgi_stream")
 
@@ -57,9 +58,32 @@ async def drive(
     if scope["type"] != "http":
         raise TypeError(f"a Stream answers http requests, not {scope['type']!r}")
     stream._claim()
+    await drive_claimed(stream, scope, receive, send, ping=ping, max_buffer=max_buffer)
+
+
+class _Activity:
+    """When the writer last wrote, for the heartbeat."""
+
+    __slots__ = ("last_write",)
+
+    def __init__(self) -> None:
+        self.last_write = anyio.current_time()
+
+
+async def drive_claimed(
+    stream: Stream,
+    scope: Scope,
+    receive: ASGIReceiveCallable,
+    send: ASGISendCallable,
+    *,
+    ping: float | None = DEFAULT_PING,
+    max_buffer: int = DEFAULT_MAX_BUFFER,
+) -> None:
+    """:func:`drive` for a Stream its caller has already claimed (``Stream._claim``)."""
     stream._configure(ping=ping, max_buffer=max_buffer)
     stream.last_event_id = request_header(scope, b"last-event-id")
     where = f"{scope.get('method', 'GET')} {scope.get('path', '')}"
+    head = scope.get("method") == "HEAD"
     try:
         # Two groups, because a server may not let a blocked write be cancelled (hypercorn's
         # trio worker shields it): the writer lives in the outer group, so that when the
@@ -70,19 +94,27 @@ async def drive(
                 stream._abort = tg.cancel_scope.cancel
 
                 async def watch_disconnect() -> None:
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
+                    try:
+                        while (await receive())["type"] != "http.disconnect":
+                            pass
+                    except Exception:  # a broken receive: the client is as good as gone
+                        logger.warning("receive() failed (%s)", where, exc_info=True)
                     stream._end("disconnect")
                     tg.cancel_scope.cancel()
 
-                async def write() -> None:
-                    await _write(stream, send, where)
+                async def write(activity: _Activity) -> None:
+                    await _write(stream, send, where, activity)
                     tg.cancel_scope.cancel()
 
                 tg.start_soon(watch_disconnect)
-                if await _start(stream, send, where, head=scope.get("method") == "HEAD"):
-                    tg.start_soon(stream._run, where)
-                    writing.start_soon(write)
+                if await _start(stream, send, where, head=head):
+                    activity = _Activity()
+                    if not head:
+                        tg.start_soon(stream._run, where)
+                        interval = stream._ping_seconds
+                        if interval is not None:
+                            tg.start_soon(_heartbeat, stream, interval, activity)
+                    writing.start_soon(write, activity)
                     await anyio.sleep_forever()  # until write() or an abort cancels the group
                 tg.cancel_scope.cancel()
             writing.cancel_scope.cancel()
@@ -102,16 +134,19 @@ async def _start(stream: Stream, send: ASGISendCallable, where: str, *, head: bo
         except UpstreamError as exc:
             logger.warning("proxy stream failed (%s): %s", where, exc)
             stream._end("error")
-            await _answer(stream, send, 502, f"Bad Gateway: {exc}\n")
+            await _answer(send, 502, f"Bad Gateway: {exc}\n")
             return False
         except Exception:
             logger.exception("stream source failed before the first item (%s)", where)
             stream._end("error")
-            await _answer(stream, send, 500, "Internal Server Error\n")
+            await _answer(send, 500, "Internal Server Error\n")
             return False
     if stream._reason == "shutdown":
-        await _answer(stream, send, 503, "Service Unavailable: the server is shutting down\n")
+        await _answer(send, 503, "Service Unavailable: the server is shutting down\n")
         return False
+    if head:  # headers only: nothing is produced or written
+        stream._take()
+        stream.close()
     try:
         await send(
             {
@@ -124,36 +159,26 @@ async def _start(stream: Stream, send: ASGISendCallable, where: str, *, head: bo
     except OSError:
         stream._end("disconnect")
         return False
-    if head:
-        stream.close()
+    except Exception:
+        logger.exception("sending the response start failed (%s)", where)
+        stream._end("error")
+        return False
     return True
 
 
-async def _answer(stream: Stream, send: ASGISendCallable, status: int, text: str) -> None:
+async def _answer(send: ASGISendCallable, status: int, text: str) -> None:
     with contextlib.suppress(OSError):  # the client left: nothing to answer
         await send_plain(send, status, text)
 
 
-async def _write(stream: Stream, send: ASGISendCallable, where: str) -> None:
+async def _write(stream: Stream, send: ASGISendCallable, where: str, activity: _Activity) -> None:
     """Write queued frames until the stream is closed, then the final empty body."""
-    interval = stream._ping_seconds
     try:
-        while True:
-            if not stream._ready():
-                if interval is None:
-                    await stream._wait_frames()
-                else:
-                    with anyio.move_on_after(interval) as idle:
-                        await stream._wait_frames()
-                    if idle.cancelled_caught:
-                        await send({"type": "http.response.body", "body": PING, "more_body": True})
-                        continue
-            chunk = stream._take()
-            if not chunk:
-                break
+        while chunk := await stream._next_chunk():
             stream._writing = True
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             stream._writing = False
+            activity.last_write = anyio.current_time()
         if stream._reason not in ("disconnect", "slow-client"):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
     except OSError:  # whatever the server's spec_version: the client is gone
@@ -161,3 +186,15 @@ async def _write(stream: Stream, send: ASGISendCallable, where: str) -> None:
     except Exception:
         logger.exception("sending the stream failed (%s)", where)
         stream._end("error")
+
+
+async def _heartbeat(stream: Stream, interval: float, activity: _Activity) -> None:
+    """Queue a comment frame after ``interval`` seconds without a write. It goes through the
+    queue like any frame, so it counts towards ``max_buffer`` and never follows a close."""
+    while stream._reason is None:
+        idle = anyio.current_time() - activity.last_write
+        if idle >= interval:
+            if not stream._frames:
+                stream._push(PING)
+            idle = 0
+        await anyio.sleep(interval - idle)

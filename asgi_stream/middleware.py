@@ -9,13 +9,14 @@ framework added to it (cookies, CORS), drops its body, and sends the Stream in i
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .driver import drive, send_plain
+from .driver import drive_claimed, send_plain
 from .stream import (
     DEFAULT_MAX_BUFFER,
     DEFAULT_PING,
@@ -93,6 +94,14 @@ class _Request:
         return added
 
 
+async def _discard(stream: Stream) -> None:
+    """A Stream that will never be sent: close what it holds and tell its on_close."""
+    if not stream._claimed:
+        stream._claim()
+        stream._end("error")
+        await stream._cleanup()
+
+
 def hand_over(stream: Stream) -> list[tuple[str, str]]:
     """Give ``stream`` to the StreamMiddleware handling the current request (for framework
     integrations). Answer with an empty stand-in response: status ``stream.status`` and the
@@ -158,13 +167,14 @@ class StreamMiddleware:
             current_request.reset(token)
         stream = request.stream
         if stream is None:
-            if isinstance(result, Stream) and not started:
-                await self.run(result, scope, receive, send)
+            if isinstance(result, Stream):
+                if started:  # it answered itself *and* returned a Stream: release the Stream
+                    await _discard(result)
+                else:
+                    await self.run(result, scope, receive, send)
             return
         if started:  # the framework answered with something else, e.g. an error page
-            stream._claim()
-            stream._end("error")
-            await stream._cleanup()
+            await _discard(stream)
             return
         if request.captured is not None and request.status is not None:
             stream.status = request.status
@@ -175,17 +185,20 @@ class StreamMiddleware:
         self, stream: Stream, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         """Drive ``stream`` as a tracked stream of this middleware (503 once shutting down)."""
+        stream._claim()  # first: a Stream already sent elsewhere must not touch the registry
         if self._closing:
-            stream._claim()
             stream._end("shutdown")
             await stream._cleanup()
-            await send_plain(send, 503, "Service Unavailable: the server is shutting down\n")
+            with contextlib.suppress(OSError):
+                await send_plain(send, 503, "Service Unavailable: the server is shutting down\n")
             return
         self._live.add(stream)
-        # Forgotten as soon as it ends (on_close), even while a stuck write keeps the driver.
-        stream.on_close(lambda _: self._forget(stream))
         try:
-            await drive(stream, scope, receive, send, ping=self.ping, max_buffer=self.max_buffer)
+            # Forgotten as soon as it ends (on_close), even while a stuck write holds the driver.
+            stream.on_close(lambda _: self._forget(stream))
+            await drive_claimed(
+                stream, scope, receive, send, ping=self.ping, max_buffer=self.max_buffer
+            )
         finally:
             self._forget(stream)
 

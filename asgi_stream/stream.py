@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
@@ -71,17 +72,27 @@ class UpstreamError(Exception):
 async def iterate_in_thread(iterable: Iterable[T]) -> AsyncIterator[T]:
     """Iterate a blocking iterable (a DB cursor, a file, a sync generator that sleeps) in a
     worker thread, one item at a time, so it never blocks the event loop:
-    ``Stream(iterate_in_thread(rows()))``. Closing the async iterator closes the source."""
+    ``Stream(iterate_in_thread(rows()))``. Cancellation does not wait for a blocked ``next()``;
+    the source is closed in its thread as soon as that ``next()`` returns."""
     iterator = iter(iterable)
+    lock = threading.Lock()  # close() must not run while next() does
     done = object()
+
+    def step() -> object:
+        with lock:
+            return next(iterator, done)
+
+    def close() -> None:
+        with lock:
+            closer = getattr(iterator, "close", None)
+            if closer is not None:
+                closer()
+
     try:
-        while (item := await anyio.to_thread.run_sync(next, iterator, done)) is not done:
+        while (item := await anyio.to_thread.run_sync(step, abandon_on_cancel=True)) is not done:
             yield item  # type: ignore[misc]
     finally:
-        close = getattr(iterator, "close", None)
-        if close is not None:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(close)
+        await anyio.to_thread.run_sync(close, abandon_on_cancel=True)
 
 
 async def wait(ms: float) -> None:
@@ -137,15 +148,21 @@ def _is_single_item(obj: object) -> bool:
     )
 
 
+def _is_iterable(obj: object) -> bool:
+    return _is_single_item(obj) or hasattr(obj, "__aiter__") or hasattr(obj, "__iter__")
+
+
 def _classify(source: object) -> Mode:
     if source is None:
         return "values"
     if hasattr(source, "aiter_raw") and not isinstance(source, type):
         return "proxy"
-    if _is_single_item(source) or hasattr(source, "__aiter__") or hasattr(source, "__iter__"):
+    if _is_single_item(source) or hasattr(source, "__aiter__"):
         return "iterable"
-    if inspect.isawaitable(source):
+    if inspect.isawaitable(source):  # before __iter__: an asyncio Future has one
         return "awaitable"
+    if hasattr(source, "__iter__"):
+        return "iterable"
     if inspect.isasyncgenfunction(source) or inspect.isgeneratorfunction(source):
         name = getattr(source, "__name__", "source")
         raise TypeError(f"Stream() got the generator function {name}; call it: Stream({name}())")
@@ -206,7 +223,7 @@ class Stream:
         self._mode: Mode = _classify(source)
         self._iterator: Iterator[Any] | AsyncIterator[Any] | None = None
         self._owned: list[object] = []  # what the stream opened or iterated: closed at the end
-        self._first: list[Any] = []
+        self._exhausted = False  # the source had no item at all
         self._upstream_headers: list[tuple[bytes, bytes]] = []
         self._callbacks: list[Callable[[CloseReason], object]] = []
         self._reason: CloseReason | None = None
@@ -383,7 +400,9 @@ class Stream:
     def _ping_seconds(self) -> float | None:
         """Heartbeat interval, or ``None`` where a comment frame would corrupt the body."""
         ping = None if isinstance(self._ping, _Unset) else self._ping
-        if not ping or not self._response_content_type().startswith(b"text/event-stream"):
+        if not ping or self._mode == "proxy":  # proxied bytes pass through unchanged
+            return None
+        if not self._response_content_type().startswith(b"text/event-stream"):
             return None
         return ping / 1000
 
@@ -405,20 +424,16 @@ class Stream:
         return self._mode in ("callback", "values")
 
     async def _prepare(self) -> None:
-        """Resolve the source and fetch its first item, so an early failure can be a 500/502."""
+        """Resolve the source, then fetch and encode its first item: a source that fails at
+        once (or an item that cannot be encoded) can still become a 500/502."""
         source = self._source
         if self._mode == "awaitable":
-            source = await source
-            self._source = source
+            source = self._source = await source
             self._mode = "proxy" if hasattr(source, "aiter_raw") else "iterable"
-            if self._mode == "iterable" and not (
-                _is_single_item(source)
-                or hasattr(source, "__aiter__")
-                or hasattr(source, "__iter__")
-            ):
+            if self._mode == "iterable" and not _is_iterable(source):
                 source = [] if source is None else [source]
         if self._mode == "proxy":
-            status = int(source.status_code)
+            status = int(getattr(source, "status_code", 200))
             if status >= 400:
                 await _close_quietly(source)
                 raise UpstreamError(status, str(getattr(source, "reason_phrase", "")))
@@ -432,7 +447,11 @@ class Stream:
             self._owned = [self._iterator] if self._iterator is source else [self._iterator, source]
         else:
             return
-        self._first = await self._next_item()
+        first = await self._next_item()
+        if first:
+            self._put(first[0])
+        else:
+            self._exhausted = True
 
     async def _next_item(self) -> list[Any]:
         """The next item as a one-element list, or ``[]`` at the end."""
@@ -456,29 +475,29 @@ class Stream:
             return
         if self._mode == "values":
             return
-        first, self._first = self._first, []
-        if not first:
-            self.close()
-            return
-        self._put(first[0])
         iterator = self._iterator
         low_water = self._low_water
         deadline = time.monotonic() + _TIME_SLICE
-        # Native loops, no awaited helper per item: this is the per-event hot path.
-        if isinstance(iterator, Iterator):
+        if self._queued >= low_water:
+            deadline = await self._pause()
+        # Native loops, no awaited helper per item: this is the per-event hot path. Room is
+        # checked after each item is queued, before the next one is pulled.
+        if self._exhausted or self._reason is not None:
+            pass
+        elif isinstance(iterator, Iterator):
             for item in iterator:
+                self._put(item)
                 if self._queued >= low_water or time.monotonic() >= deadline:
                     deadline = await self._pause()
                 if self._reason is not None:
                     return
-                self._put(item)
         elif iterator is not None:
             async for item in iterator:
+                self._put(item)
                 if self._queued >= low_water or time.monotonic() >= deadline:
                     deadline = await self._pause()
                 if self._reason is not None:
                     return
-                self._put(item)
         self.close()
 
     async def _pause(self) -> float:
@@ -491,7 +510,7 @@ class Stream:
     def _put(self, item: Any) -> None:
         if self._mode != "proxy":
             self.send(item)
-        elif item:
+        elif item and self._reason is None:
             self._push(bytes(item))  # upstream bytes pass through unchanged
 
     async def _run(self, where: str) -> None:
@@ -503,17 +522,17 @@ class Stream:
             self._end("error")
 
     async def _cleanup(self) -> None:
-        """Close the iterator, the source and the upstream response; fire ``on_close``."""
-        owned, self._owned, self._iterator = self._owned, [], None
-        for obj in owned:
-            await _close_quietly(obj)
-        if self._mode == "awaitable" and inspect.iscoroutine(self._source):
-            self._source.close()  # never awaited: the stream ended before it was needed
-        if self._reason is None:
-            self._end("disconnect")
+        """Once: close what the stream opened or was given (iterator, source, upstream
+        response, an awaitable never awaited), then fire ``on_close``."""
         if self._fired:
             return
         self._fired = True
+        owned = self._owned or ([] if self._starts_at_once else [self._source])
+        self._owned, self._iterator = [], None
+        for obj in owned:
+            await _close_quietly(obj)
+        if self._reason is None:
+            self._end("disconnect")
         reason = self._reason
         assert reason is not None
         for callback in self._callbacks:
@@ -541,13 +560,14 @@ class Stream:
                         self._writing = False
                     tg.cancel_scope.cancel()
                 return
-            item, self._first = self._first, []
             try:
-                while item and self._reason is None:
-                    self._put(item[0])
+                while self._mode != "values" and self._reason is None:
                     if chunk := self._take():
                         yield chunk
                     item = await self._next_item()
+                    if not item:
+                        break
+                    self._put(item[0])
                 if self._mode != "values":
                     self.close()
             except Exception:
@@ -572,9 +592,12 @@ class Stream:
 
 def _upstream_headers(response: Any) -> list[tuple[bytes, bytes]]:
     """The upstream headers a proxy keeps: its content type (and encoding, bytes are raw)."""
+    found: dict[str, str] = {}
     headers = getattr(response, "headers", None) or {}
-    kept = [(b"content-type", str(headers.get("content-type") or "text/event-stream").encode())]
-    encoding = headers.get("content-encoding")
-    if encoding:
-        kept.append((b"content-encoding", str(encoding).encode()))
+    for name, value in headers.items():
+        if str(name).lower() in ("content-type", "content-encoding"):
+            found.setdefault(str(name).lower(), str(value))
+    kept = [(b"content-type", found.get("content-type", "text/event-stream").encode("latin-1"))]
+    if "content-encoding" in found:
+        kept.append((b"content-encoding", found["content-encoding"].encode("latin-1")))
     return kept

@@ -99,6 +99,9 @@ _JSON = json.JSONEncoder(
 
 def json_dumps(obj: Any) -> str:
     """Compact, non-ASCII-escaped JSON; the output never contains a raw CR or LF."""
+    dump_json = getattr(type(obj), "model_dump_json", None)
+    if dump_json is not None:  # a pydantic model: its own serializer, same compact output
+        return str(dump_json(obj))
     try:
         return _JSON.encode(obj)
     except ValueError as exc:  # NaN/Infinity or a circular reference
@@ -148,7 +151,7 @@ def encode_sse(
     else:
         if event is not None or id is not None or retry is not None:
             _check_fields(event, id, retry)  # even when there is no data: never accept bad input
-        if data is None or data == "":
+        if data is None or (isinstance(data, str) and not data):
             return b""  # as in the original: nothing to send
         parts = []
     if id is not None:
@@ -200,7 +203,7 @@ def encode_ndjson(
     _no_sse_fields("ndjson", event, id, retry)
     if isinstance(data, _RAW):
         return bytes(data)
-    if data is None or data == "":
+    if data is None or (isinstance(data, str) and not data):
         return b""
     if isinstance(data, ServerSentEvent):
         raise TypeError("ServerSentEvent needs format='sse'")
@@ -268,6 +271,11 @@ def normalize_headers(headers: HeadersInput) -> list[tuple[bytes, bytes]]:
     """Validate user headers and turn them into ASGI pairs; names are lower-cased."""
     if headers is None:
         return []
+    if isinstance(headers, (str, bytes)) or not isinstance(headers, (Mapping, Iterable)):
+        raise TypeError(
+            "headers must be a mapping or an iterable of (name, value) pairs, "
+            f"not {type(headers).__name__}"
+        )
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     result: list[tuple[bytes, bytes]] = []
     for pair in pairs:
