@@ -20,6 +20,7 @@ from .driver import drive_claimed, send_plain
 from .stream import (
     DEFAULT_MAX_BUFFER,
     DEFAULT_PING,
+    CloseReason,
     Stream,
     check_max_buffer,
     check_ping,
@@ -27,7 +28,13 @@ from .stream import (
 )
 
 if TYPE_CHECKING:
-    from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
+    from asgiref.typing import (
+        ASGIReceiveCallable,
+        ASGIReceiveEvent,
+        ASGISendCallable,
+        ASGISendEvent,
+        Scope,
+    )
 
 __all__ = ["HANDOFF_HEADER", "StreamMiddleware", "hand_over"]
 
@@ -94,11 +101,11 @@ class _Request:
         return added
 
 
-async def _discard(stream: Stream) -> None:
+async def _discard(stream: Stream, reason: CloseReason = "error") -> None:
     """A Stream that will never be sent: close what it holds and tell its on_close."""
     if not stream._claimed:
         stream._claim()
-        stream._end("error")
+        stream._end(reason)
         await stream._cleanup()
 
 
@@ -146,7 +153,16 @@ class StreamMiddleware:
             await self.app(scope, receive, send)
             return
         request = _Request(self, scope)
-        started = False
+        started = disconnected = False
+
+        async def replaying_receive() -> ASGIReceiveEvent:
+            # A framework may read the disconnect in its own task; the driver must see it too.
+            nonlocal disconnected
+            if disconnected:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            disconnected = message["type"] == "http.disconnect"
+            return message
 
         async def tracked_send(message: ASGISendEvent) -> None:
             nonlocal started
@@ -162,7 +178,7 @@ class StreamMiddleware:
 
         token = current_request.set(request)
         try:
-            result = await self.app(scope, receive, tracked_send)
+            result = await self.app(scope, replaying_receive, tracked_send)
         finally:
             current_request.reset(token)
         stream = request.stream
@@ -171,15 +187,15 @@ class StreamMiddleware:
                 if started:  # it answered itself *and* returned a Stream: release the Stream
                     await _discard(result)
                 else:
-                    await self.run(result, scope, receive, send)
+                    await self.run(result, scope, replaying_receive, send)
             return
-        if started:  # the framework answered with something else, e.g. an error page
-            await _discard(stream)
+        if started or request.captured is None or request.status is None:
+            # The framework answered with something else (an error page), or not at all.
+            await _discard(stream, "disconnect" if disconnected else "error")
             return
-        if request.captured is not None and request.status is not None:
-            stream.status = request.status
-            stream._headers = stream._headers + request.added_headers()
-        await self.run(stream, scope, receive, send)
+        stream.status = request.status
+        stream._headers = stream._headers + request.added_headers()
+        await self.run(stream, scope, replaying_receive, send)
 
     async def run(
         self, stream: Stream, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
@@ -71,28 +72,42 @@ class UpstreamError(Exception):
 
 async def iterate_in_thread(iterable: Iterable[T]) -> AsyncIterator[T]:
     """Iterate a blocking iterable (a DB cursor, a file, a sync generator that sleeps) in a
-    worker thread, one item at a time, so it never blocks the event loop:
-    ``Stream(iterate_in_thread(rows()))``. Cancellation does not wait for a blocked ``next()``;
-    the source is closed in its thread as soon as that ``next()`` returns."""
-    iterator = iter(iterable)
-    lock = threading.Lock()  # close() must not run while next() does
-    done = object()
+    thread of its own, one item at a time, so it never blocks the event loop:
+    ``Stream(iterate_in_thread(rows()))``. Every ``next()`` and the final ``close()`` run in
+    that one thread (thread-bound sources such as DB connections keep working); stopping
+    early never waits for a blocked ``next()``: the source is closed once it returns."""
+    requests: queue.SimpleQueue[bool] = queue.SimpleQueue()  # True: next item; False: stop
+    results: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
 
-    def step() -> object:
-        with lock:
-            return next(iterator, done)
-
-    def close() -> None:
-        with lock:
-            closer = getattr(iterator, "close", None)
-            if closer is not None:
+    def work() -> None:
+        iterator: Iterator[T] | None = None
+        try:
+            iterator = iter(iterable)
+            while requests.get():
+                results.put(("item", next(iterator)))
+        except StopIteration:
+            results.put(("done", None))
+        except BaseException as exc:
+            results.put(("error", exc))
+        closer = getattr(iterator, "close", None)
+        if closer is not None:
+            try:
                 closer()
+            except Exception:
+                logger.exception("closing %r failed", iterator)
 
+    threading.Thread(target=work, name="asgi_stream.iterate_in_thread", daemon=True).start()
     try:
-        while (item := await anyio.to_thread.run_sync(step, abandon_on_cancel=True)) is not done:
-            yield item  # type: ignore[misc]
+        while True:
+            requests.put(True)
+            kind, value = await anyio.to_thread.run_sync(results.get, abandon_on_cancel=True)
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield value
     finally:
-        await anyio.to_thread.run_sync(close, abandon_on_cancel=True)
+        requests.put(False)
 
 
 async def wait(ms: float) -> None:

@@ -555,3 +555,108 @@ async def test_proxy_user_headers_override_the_upstream_content_type() -> None:
     )
     content_types = [v for k, v in peer.start["headers"] if k == b"content-type"]  # type: ignore[index]
     assert content_types == [b"text/plain"]
+
+
+# -- regressions found in review -------------------------------------------------------------
+
+
+class PausingUpstream(FakeUpstream):
+    """Sends half an event, pauses past the ping interval, sends the rest."""
+
+    def __init__(self, pause: anyio.Event) -> None:
+        super().__init__([])
+        self.pause = pause
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        yield b"data: hel"
+        await self.pause.wait()
+        yield b"lo\n\n"
+
+
+async def test_no_heartbeat_is_injected_into_proxied_bytes() -> None:
+    resume = anyio.Event()
+    upstream, idle = PausingUpstream(resume), Stream(ping=5)
+    proxy, peer, idle_peer = Stream(upstream, ping=5), Peer(), Peer()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(proxy, peer.scope, peer.receive, peer.send)
+        tg.start_soon(idle, idle_peer.scope, idle_peer.receive, idle_peer.send)
+        # several ping intervals pass (seen on another stream) while the upstream pauses
+        await idle_peer.wait_for(lambda: idle_peer.body.count(b": ping") >= 3)
+        resume.set()
+        idle.close()
+    assert peer.body == b"data: hello\n\n"
+
+
+async def test_a_stalled_heartbeat_write_still_bounds_memory() -> None:
+    stream, peer = Stream(ping=5, max_buffer=1_000), Peer(stall_after=0)
+    reasons = record(stream)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stream, peer.scope, peer.receive, peer.send)
+        with anyio.fail_after(5):
+            await peer.stalled.wait()  # the first write (a ping) blocks: the client stopped
+        for _ in range(100):
+            if not stream.send("x" * 100):
+                break
+    assert reasons == ["slow-client"] and stream._queued == 0
+
+
+class RawOnly:
+    """Anything with aiter_raw() is an upstream (no status_code, no headers)."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        yield b"data: raw\n\n"
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_any_object_with_aiter_raw_is_proxied() -> None:
+    upstream, peer = RawOnly(), Peer()
+    await Stream(upstream)(peer.scope, peer.receive, peer.send)
+    assert peer.status == 200 and peer.body == b"data: raw\n\n" and upstream.closed
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # an asyncio Task exists there only
+async def test_an_asyncio_task_source_is_awaited_not_iterated() -> None:
+    import asyncio
+
+    async def rows() -> list[int]:
+        return [1, 2]
+
+    peer = Peer()
+    await Stream(asyncio.ensure_future(rows()))(peer.scope, peer.receive, peer.send)
+    assert peer.body == b"data: 1\n\ndata: 2\n\n"
+
+
+async def test_a_first_item_that_cannot_be_encoded_gives_500() -> None:
+    peer = Peer()
+    await Stream([object()])(peer.scope, peer.receive, peer.send)
+    assert peer.status == 500
+
+
+async def test_server_errors_do_not_escape_as_exception_groups() -> None:
+    async def failing_send(message: Any) -> None:
+        raise RuntimeError("server bug")
+
+    async def failing_receive() -> Any:
+        raise RuntimeError("server bug")
+
+    for send, receive in [(failing_send, Peer().receive), (Peer().send, failing_receive)]:
+        stream = Stream(["a"])
+        reasons = record(stream)
+        with anyio.fail_after(5):
+            await stream(Peer().scope, receive, send)  # returns: nothing escapes
+        assert reasons in (["error"], ["disconnect"], ["complete"])
+
+
+async def test_head_runs_no_producer_and_writes_no_body() -> None:
+    ran = []
+    upstream = FakeUpstream([b"data: x\n\n"])
+    for source in (lambda s: ran.append(s), upstream):
+        peer = Peer(method="HEAD")
+        await Stream(source, retry=1000)(peer.scope, peer.receive, peer.send)
+        assert peer.status == 200 and peer.body == b"" and peer.finished
+    assert ran == [] and upstream.closed.is_set()

@@ -257,3 +257,81 @@ async def test_a_stream_run_as_an_asgi_response_inside_the_middleware_is_tracked
         assert stream._limit == 4096  # the middleware's defaults apply
         await middleware.shutdown(grace=1_000)
     assert peer.finished and stream._reason == "shutdown"
+
+
+# -- regressions found in review -------------------------------------------------------------
+
+
+async def test_a_stream_returned_twice_does_not_corrupt_the_registry() -> None:
+    stream = Stream()
+    middleware = StreamMiddleware(returning(stream))
+    first, second = Peer(), Peer()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(middleware, first.scope, first.receive, first.send)
+        await until(lambda: middleware.active == 1)
+        with pytest.raises(RuntimeError, match="already"):
+            await middleware(second.scope, second.receive, second.send)
+        assert middleware.active == 1  # the first request's stream is still tracked
+        await middleware.shutdown(grace=1_000)
+    assert first.finished and stream._reason == "shutdown"
+
+
+class Upstream:
+    def __init__(self) -> None:
+        self.status_code, self.headers, self.closed = 200, {}, False
+
+    async def aiter_raw(self) -> Any:
+        yield b"data: x\n\n"
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_sources_are_closed_on_paths_that_never_send_them() -> None:
+    # 1. the 503 after shutdown
+    upstream = Upstream()
+    middleware = StreamMiddleware(returning(Stream(upstream)))
+    await middleware.shutdown()
+    peer = Peer()
+    await middleware(peer.scope, peer.receive, peer.send)
+    assert peer.status == 503 and upstream.closed
+
+    # 2. an app that answered itself and also returned a Stream
+    upstream = Upstream()
+
+    async def answered(scope: Any, receive: Any, send: Any) -> Stream:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        return Stream(upstream)
+
+    peer = Peer()
+    await StreamMiddleware(answered)(peer.scope, peer.receive, peer.send)
+    assert peer.status == 204 and upstream.closed
+
+
+async def test_a_disconnect_the_framework_read_still_reaches_the_stream() -> None:
+    """Django reads receive() in its own task: a client that leaves before the stand-in is
+    sent must not leave the handed-over stream running."""
+    stream = Stream()
+    reasons: list[CloseReason] = []
+    stream.on_close(reasons.append)
+
+    async def framework_that_saw_the_disconnect(scope: Any, receive: Any, send: Any) -> None:
+        hand_over(stream)
+        while (await receive())["type"] != "http.disconnect":
+            pass  # the framework's own listener consumed it; no stand-in is ever sent
+
+    peer = Peer()
+    peer.disconnect()
+    with anyio.fail_after(5):
+        await StreamMiddleware(framework_that_saw_the_disconnect)(
+            peer.scope, peer.receive, peer.send
+        )
+    assert reasons == ["disconnect"] and peer.messages == []
+
+
+async def test_bad_headers_name_the_parameter() -> None:
+    with pytest.raises(TypeError, match=r"headers must be .* not int"):
+        Stream(headers=5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"headers must be .* not str"):
+        Stream(headers="x-a")  # type: ignore[arg-type]

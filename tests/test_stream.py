@@ -209,4 +209,55 @@ async def test_closing_iterate_in_thread_closes_the_source() -> None:
     iterator = iterate_in_thread(endless())
     assert await anext(iterator) == 1
     await iterator.aclose()  # type: ignore[attr-defined]
-    assert closed.is_set()
+    assert await anyio.to_thread.run_sync(closed.wait, 5)  # closed in its own thread
+
+
+@pytest.mark.anyio
+async def test_iterate_in_thread_uses_one_thread_for_every_call() -> None:
+    import threading
+
+    threads: set[int] = set()
+
+    def thread_bound() -> Iterator[int]:  # e.g. a sqlite3 cursor: usable in one thread only
+        try:
+            for n in range(20):
+                threads.add(threading.get_ident())
+                yield n
+        finally:
+            threads.add(threading.get_ident())
+
+    results: list[list[int]] = []
+
+    async def consume() -> None:
+        results.append([n async for n in iterate_in_thread(thread_bound())])
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(4):  # concurrent consumers spread over anyio's worker pool
+            tg.start_soon(consume)
+    assert results == [list(range(20))] * 4
+    assert len(threads) == 4  # one thread per iterator, never a pool thread hop
+
+
+@pytest.mark.anyio
+async def test_stopping_does_not_wait_for_a_blocked_next() -> None:
+    import threading
+
+    release, closed = threading.Event(), threading.Event()
+
+    def stuck() -> Iterator[int]:
+        try:
+            yield 1
+            release.wait(10)  # blocked in next(): cannot be interrupted
+            yield 2
+        finally:
+            closed.set()
+
+    iterator = iterate_in_thread(stuck())
+    assert await anext(iterator) == 1
+    with anyio.move_on_after(0.05):
+        await anext(iterator)
+    with anyio.fail_after(1):
+        await iterator.aclose()  # type: ignore[attr-defined]  # returns at once
+    assert not closed.is_set()
+    release.set()  # next() returns: the source is closed in its thread right after
+    assert await anyio.to_thread.run_sync(closed.wait, 5)

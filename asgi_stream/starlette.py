@@ -1,0 +1,174 @@
+"""Starlette and FastAPI: return a Stream from a route or an endpoint (FastAPI is Starlette).
+
+Wiring, the same for both::
+
+    app = StreamMiddleware(Starlette(routes=[...]))  # or StreamMiddleware(FastAPI())
+
+``StreamMiddleware`` goes *outermost*, around the whole app, and you keep the instance:
+``app.active`` counts the live streams and ``await app.shutdown()`` ends them (call it before
+the server stops, e.g. from hypercorn's ``shutdown_trigger``). ``app.add_middleware(
+StreamMiddleware)`` would work too, but it hides the instance, so nothing could call
+``shutdown()``.
+
+Starlette calls whatever a route returns as an ASGI app: a Stream runs there, *inside*
+Starlette's stack (``CORSMiddleware``, ``SessionMiddleware``, ``GZipMiddleware`` see its
+response start and add their headers), and, because the middleware set the request's
+context, it is driven by that middleware: tracked, and ended by ``shutdown()``. A plain
+:class:`asgi_stream.Stream` already works from a Starlette route.
+
+FastAPI serialises to JSON every endpoint result that is not a Starlette ``Response``.
+Return this module's :class:`Stream` instead: the same Stream, and also a ``Response``, so
+FastAPI sends it as it is, attaches the endpoint's ``BackgroundTasks`` and runs them after
+the stream ends. Once this module is imported, a plain ``asgi_stream.Stream`` returned from a
+FastAPI endpoint raises a ``TypeError`` that names this class, instead of becoming JSON.
+
+Dependencies with ``yield`` (FastAPI): the stream runs after the endpoint has returned.
+A dependency with the default ``scope="request"`` is closed after the stream has ended
+(``on_close`` has run and the background tasks too), so a producer may keep using it (a
+database session, say) while it streams. One with ``Depends(..., scope="function")`` is
+closed as soon as the endpoint returns, *before* the stream starts: the producer must not
+use it. Nothing of the stream is raised into a dependency: a disconnect, a shutdown or a
+failing producer ends the stream (``on_close`` tells which), and the dependency exits normally.
+
+FastAPI ignores its ``response: Response`` parameter when an endpoint returns a Response:
+set headers and cookies on the Stream (``stream.set_cookie(...)``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any, Literal, NoReturn, cast
+
+from . import stream as _core
+from .stream import UNSET, _Unset
+from .wire import HeadersInput, normalize_headers
+
+try:
+    from starlette.background import BackgroundTask
+    from starlette.datastructures import MutableHeaders
+    from starlette.responses import Response
+except ImportError:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "asgi_stream.starlette needs Starlette: pip install 'asgi-stream[starlette]' "
+        "(FastAPI brings it: pip install 'asgi-stream[fastapi]')"
+    ) from None
+
+__all__ = ["Stream"]
+
+
+class _MediaType:
+    """``Stream.media_type``: the stream's content type without parameters on an instance,
+    ``text/event-stream`` on the class (what FastAPI's OpenAPI reads from a response class)."""
+
+    def __get__(self, obj: Stream | None, owner: type | None = None) -> str:
+        if obj is None:
+            return "text/event-stream"
+        return obj._response_content_type().decode("latin-1").split(";")[0].strip()
+
+
+class Stream(_core.Stream, Response):  # type: ignore[misc]  # (_headers: see below)
+    """An :class:`asgi_stream.Stream` that is also a Starlette ``Response``.
+
+    Return it from a FastAPI endpoint (or a Starlette route). It takes the arguments of
+    :class:`asgi_stream.Stream` plus ``background``, and offers what Starlette and FastAPI use
+    on a response: ``status_code`` (the same as ``status``), ``headers`` and ``raw_headers``
+    (the Stream's own headers, live: the streaming defaults are added when it is sent unless
+    set here), ``set_cookie``/``delete_cookie``, ``media_type`` and ``background``, which runs
+    after the stream has ended, whatever the reason. Calling it runs the stream, driven by
+    the ``StreamMiddleware`` of the request when there is one.
+    """
+
+    # (The ignore on the class line: asgi_stream.Stream keeps its headers in ``_headers``, a
+    # list of pairs; Response caches a MutableHeaders under that name in its ``headers``
+    # property, which is replaced below, so the two never meet.)
+
+    media_type = _MediaType()
+
+    def __init__(
+        self,
+        source: Any = None,
+        /,
+        *,
+        event: str | None = None,
+        retry: int | None = None,
+        status: int = 200,
+        headers: HeadersInput = None,
+        ping: float | _Unset | None = UNSET,
+        max_buffer: int | _Unset = UNSET,
+        format: Literal["sse", "ndjson", "text"] = "sse",
+        background: BackgroundTask | None = None,
+    ) -> None:
+        super().__init__(
+            source,
+            event=event,
+            retry=retry,
+            status=status,
+            headers=headers,
+            ping=ping,
+            max_buffer=max_buffer,
+            format=format,
+        )  # asgi_stream.Stream's; Response.__init__ (which renders a body) is not called
+        self.background = background
+
+    @property
+    def status_code(self) -> int:
+        """The response status: the same as ``status``."""
+        return self.status
+
+    @status_code.setter
+    def status_code(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not 200 <= value <= 599:
+            raise ValueError(f"status_code must be an int from 200 to 599, not {value!r}")
+        self.status = value
+
+    @property
+    def headers(self) -> MutableHeaders:
+        """The Stream's own headers, as Starlette's ``MutableHeaders`` (changes apply)."""
+        return MutableHeaders(raw=self._headers)
+
+    @property
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """The Stream's own headers as ASGI pairs: the live list (``set_cookie`` adds here)."""
+        return self._headers
+
+    @raw_headers.setter
+    def raw_headers(self, value: list[tuple[bytes, bytes]]) -> None:
+        self._headers = _checked(value)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Send the stream (tracked by the request's StreamMiddleware, if any), then run
+        ``background``."""
+        # Headers changed through ``headers``/``raw_headers`` get the checks of the constructor.
+        self._headers = _checked(self._headers)
+        await super().__call__(scope, receive, send)
+        if self.background is not None:
+            await self.background()
+
+
+def _checked(pairs: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """ASGI header pairs through the constructor's checks (normalize_headers takes bytes too)."""
+    return normalize_headers(cast("HeadersInput", pairs))
+
+
+def _not_json(stream: object) -> NoReturn:
+    raise TypeError(
+        "a FastAPI endpoint returned an asgi_stream.Stream, which FastAPI would serialise as "
+        "JSON: return asgi_stream.starlette.Stream instead (the same Stream, and a Starlette "
+        "Response): from asgi_stream.starlette import Stream"
+    )
+
+
+def _refuse_plain_streams_in_fastapi() -> None:
+    """Make FastAPI's ``jsonable_encoder`` raise for a plain ``asgi_stream.Stream`` (an
+    endpoint that returned one) instead of turning its attributes into JSON."""
+    try:
+        if importlib.util.find_spec("fastapi") is None:
+            return  # Starlette alone: nothing to guard, and nothing imported
+        encoders: Any = importlib.import_module("fastapi.encoders")
+        encoders.ENCODERS_BY_TYPE.setdefault(_core.Stream, _not_json)
+    except Exception:  # pragma: no cover - a broken or different FastAPI: leave it alone
+        return
+
+
+_refuse_plain_streams_in_fastapi()
