@@ -22,21 +22,17 @@ no ETag, no gzip of a body it does not have), Django sends it, and the ASGI midd
 Stream in its place with the headers Django added: one driver for every framework.
 
 A **sync view**'s iterable source (a generator doing ORM queries, a plain iterator) is iterated
-in one worker thread of its own, item by item, never on the event loop; the database
-connections it opened there are closed when it ends. An async view's source runs as in any
-ASGI app (use an async generator and Django's async ORM, or ``iterate_in_thread``).
+with :func:`~asgi_stream.iterate_in_thread`: in one thread of its own, item by item, never on
+the event loop; the database connections it opened there are closed when it ends. An async
+view's source runs as in any ASGI app (use an async generator and Django's async ORM, or
+``iterate_in_thread``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import logging
-from collections.abc import AsyncIterator, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import anyio
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings  # type: ignore[import-untyped]
 from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
@@ -44,14 +40,12 @@ from django.http import StreamingHttpResponse  # type: ignore[import-untyped]
 from django.utils.module_loading import import_string  # type: ignore[import-untyped]
 
 from .middleware import StreamMiddleware, hand_over
-from .stream import DEFAULT_MAX_BUFFER, DEFAULT_PING, Stream, _is_single_item
+from .stream import DEFAULT_MAX_BUFFER, DEFAULT_PING, Stream, _is_single_item, iterate_in_thread
 
 if TYPE_CHECKING:
-    from asgiref.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, Scope
+    pass
 
 __all__ = ["StreamViewMiddleware", "get_asgi_application"]
-
-logger = logging.getLogger("asgi_stream")
 
 MIDDLEWARE_PATH = "asgi_stream.django.StreamViewMiddleware"
 _ASGI_HINT = (
@@ -133,57 +127,18 @@ def _iterate_source_in_thread(stream: Stream) -> None:
         or not hasattr(source, "__iter__")
     ):
         return
-    stream._source = _in_one_thread(source, contextvars.copy_context())
+    stream._source = iterate_in_thread(_closing_connections(source))
 
 
-async def _in_one_thread(
-    iterable: Iterable[Any], context: contextvars.Context
-) -> AsyncIterator[Any]:
-    """Iterate ``iterable`` item by item in one dedicated thread (with the view's context).
-
-    One thread, not one per item, because Django's database connections are per thread: a
-    generator's queries, transactions and server-side cursors stay on one connection, which
-    is closed at the end as Django closes a request's. If the stream ends (a disconnect)
-    while an item is being produced, the driver does not wait for that blocking call: the
-    generator is closed in its thread once the call returns."""
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asgi_stream.django")
-    pending: Future[Any] | None = None
-    iterator: Any = None
-    done = object()
-
-    def call(function: Any, *args: Any) -> asyncio.Future[Any]:
-        nonlocal pending
-        pending = executor.submit(context.run, function, *args)
-        return asyncio.wrap_future(pending)
-
+def _closing_connections(iterable: Iterable[Any]) -> Iterator[Any]:
+    """The source's items; then, in the source's own thread, close the database connections
+    that thread opened (Django's connections are per thread), as Django does for a request."""
     try:
-        iterator = await call(iter, iterable)
-        while (item := await call(next, iterator, done)) is not done:
-            yield item
+        yield from iterable
     finally:
-        finished = executor.submit(context.run, _finish, iterable, iterator)
-        executor.shutdown(wait=False)
-        if pending is None or pending.done():
-            with anyio.CancelScope(shield=True):
-                await asyncio.wrap_future(finished)
-
-
-def _finish(iterable: Any, iterator: Any) -> None:
-    """In the source's thread: close the iterator (and the iterable, if distinct), then the
-    database connections this thread opened."""
-    for obj in (iterator, iterable) if iterator is not iterable else (iterator,):
-        close = getattr(obj, "close", None)
-        if close is not None:
-            try:
-                close()
-            except Exception:
-                logger.exception("closing the stream source %r failed", obj)
-    try:
         from django.db import connections  # type: ignore[import-untyped]
 
         connections.close_all()
-    except Exception:
-        logger.exception("closing the database connections of a stream source failed")
 
 
 def _is_ours(entry: str) -> bool:
@@ -222,35 +177,4 @@ def get_asgi_application(
             f'views cannot return a Stream: add "{MIDDLEWARE_PATH}" as the last entry of '
             "settings.MIDDLEWARE"
         )
-    return _DjangoStreamMiddleware(handler, ping=ping, max_buffer=max_buffer)
-
-
-class _DjangoStreamMiddleware(StreamMiddleware):
-    """StreamMiddleware whose driver also learns of a disconnect that Django's handler read.
-
-    Django reads ``receive`` in a task of its own while the response is being produced. If
-    the client leaves after a view handed its Stream over but before Django has finished,
-    Django takes the ``http.disconnect`` message: a server sends it once, so the driver would
-    wait for it forever. Here every later ``receive()`` returns it again at once."""
-
-    async def __call__(
-        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
-    ) -> None:
-        if scope["type"] == "http":
-            receive = _remember_disconnect(receive)
-        await super().__call__(scope, receive, send)
-
-
-def _remember_disconnect(receive: ASGIReceiveCallable) -> ASGIReceiveCallable:
-    disconnect: ASGIReceiveEvent | None = None
-
-    async def remembering() -> ASGIReceiveEvent:
-        nonlocal disconnect
-        if disconnect is not None:
-            return disconnect
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            disconnect = message
-        return message
-
-    return remembering
+    return StreamMiddleware(handler, ping=ping, max_buffer=max_buffer)

@@ -7,6 +7,7 @@ and writes them; ``value`` does the same for a framework's own streaming respons
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import inspect
 import logging
@@ -74,7 +75,8 @@ async def iterate_in_thread(iterable: Iterable[T]) -> AsyncIterator[T]:
     """Iterate a blocking iterable (a DB cursor, a file, a sync generator that sleeps) in a
     thread of its own, one item at a time, so it never blocks the event loop:
     ``Stream(iterate_in_thread(rows()))``. Every ``next()`` and the final ``close()`` run in
-    that one thread (thread-bound sources such as DB connections keep working); stopping
+    that one thread, with the caller's context variables (thread-bound sources such as DB
+    connections keep working); stopping
     early never waits for a blocked ``next()``: the source is closed once it returns."""
     requests: queue.SimpleQueue[bool] = queue.SimpleQueue()  # True: next item; False: stop
     results: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -96,7 +98,10 @@ async def iterate_in_thread(iterable: Iterable[T]) -> AsyncIterator[T]:
             except Exception:
                 logger.exception("closing %r failed", iterator)
 
-    threading.Thread(target=work, name="asgi_stream.iterate_in_thread", daemon=True).start()
+    context = contextvars.copy_context()  # as anyio.to_thread does: the caller's context
+    thread = threading.Thread(target=context.run, args=(work,), daemon=True)
+    thread.name = "asgi_stream.iterate_in_thread"
+    thread.start()
     try:
         while True:
             requests.put(True)

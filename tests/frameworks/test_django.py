@@ -491,11 +491,6 @@ async def test_disconnect_before_django_has_answered_still_stops_the_stream() ->
             assert app.app.active == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: StreamMiddleware drives a handed-over Stream even when the framework never "
-    "sent its stand-in (the client left); with Django, the disconnect was read by Django",
-)
 async def test_plain_wrap_disconnect_before_django_has_answered() -> None:
     """Same as above with ``StreamMiddleware(django_asgi_application())`` instead of the
     helper: the core drives the Stream for a client that has gone, and an endless source
