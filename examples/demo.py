@@ -1,22 +1,27 @@
-"""The asgi_stream demo: three live streams in one page, from a framework-free ASGI app.
+"""The asgi_stream demo: every mode of ``Stream`` live in one page, from a framework-free ASGI app.
 
 Run it with ``./run demo`` (or ``python examples/demo.py [--host HOST] [--port PORT]``) and open
-the URL it prints. The page (``demo.html``, beside this file) opens three ``EventSource``s:
+the URL it prints. The page (``demo.html``, beside this file) opens four ``EventSource``s:
 
 ``/clock``    callback mode: ``Stream(tick, event="tick")``, one named event per second;
 ``/counter``  value-based mode: ``Stream(retry=...)`` fed by a task with ``send(n, id=n)``; the
-              server ends it every ~5 s and the browser resumes it from ``Last-Event-ID``;
+              server ends it every ~5 s, the browser reconnects after ``retry`` ms with
+              ``Last-Event-ID`` and the count goes on, nothing lost and nothing repeated;
 ``/reply``    automatic mode: ``Stream(async_generator)``, an "assistant reply" token by token,
-              ending with an ``event: done``.
+              ending with an ``event: done``;
+``/proxy``    proxy mode: ``Stream(client.send(request, stream=True))`` passes another stream
+              through unchanged: ``/upstream/ticker``, a stand-in for a remote service (a price
+              ticker of named ``quote`` and ``news`` events), read over HTTP with httpx.
 
 No framework: a few lines of routing on raw ASGI, wrapped in ``StreamMiddleware``, served by
-hypercorn. Ctrl-C ends the open streams cleanly before the server stops.
+hypercorn through ``asgi_stream.hypercorn``: Ctrl-C ends the open streams cleanly, then stops.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import errno
+import itertools
 import logging
 import random
 import re
@@ -24,16 +29,17 @@ import signal
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.abc
+import httpx
 
-from asgi_stream import ServerSentEvent, Stream, StreamMiddleware, wait
+from asgi_stream import CloseReason, ServerSentEvent, Stream, StreamMiddleware, wait
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -71,6 +77,16 @@ REPLY_TOKENS: tuple[str, ...] = (
 )
 REPLY = "".join(REPLY_TOKENS)
 
+# The upstream ticker's news: two lines each (headline, then detail), so every one of them is a
+# multi-line event that must cross the proxy and reach the page intact.
+HEADLINES: tuple[tuple[str, str], ...] = (
+    ("Proxy keeps every byte", "The upstream's frames reach your browser exactly as sent."),
+    ("Upstream closed on leave", "Close this tab: the ticker stops within one tick."),
+    ("Heartbeats hold the line", "An idle stream sends ': ping' so proxies keep it open."),
+    ("Slow readers dropped", "A client that stops reading is cut off; its memory is freed."),
+    ("Ctrl-C ends streams cleanly", "Every client gets the final frame before the server stops."),
+)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -82,7 +98,11 @@ class Settings:
     clock_every: int = 1_000
     counter_every: int = 500
     counter_batch: int = 10  # values per connection: the server ends the stream after ~5 s
+    retry: int = RETRY_MS  # the counter's ``retry:``: how long the browser waits to reconnect
     token_delay: tuple[int, int] = (25, 110)  # random pause before each token of the reply
+    ticker_every: int = 700  # the upstream ticker's pace
+    news_every: int = 6  # every n-th upstream event is a (two-line) news item
+    seed: int | None = None  # of the ticker's random walk: the same prices on every connection
 
 
 class Demo:
@@ -99,10 +119,15 @@ class Demo:
             "/clock": self.clock,
             "/counter": self.counter,
             "/reply": self.reply,
+            "/proxy": self.proxy,
+            "/upstream/ticker": self.ticker,
         }
-        # Value-based streams are fed by tasks that outlive the request handler; they run in a
-        # task group that lives as long as the app (opened and closed by the lifespan).
+        self.closed: deque[tuple[str, CloseReason]] = deque(maxlen=200)
+        """The latest streams that ended, as ``(path, reason)``: what the log shows."""
+        # Lives as long as the app (opened and closed by the lifespan): a task group for the
+        # producers that outlive their request handler, and the proxy's HTTP client.
         self._tasks: anyio.abc.TaskGroup | None = None
+        self._http: httpx.AsyncClient | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Stream | None:
         if scope["type"] == "lifespan":
@@ -117,27 +142,40 @@ class Demo:
             await respond(send, 200, PAGE, content_type=html, head=scope["method"] == "HEAD")
         elif route := self.routes.get(scope["path"]):
             stream = route(scope)
-            stream.on_close(lambda reason: log.info("%s closed: %s", scope["path"], reason))
+            stream.on_close(lambda reason: self._closed(scope["path"], reason))
             return stream  # StreamMiddleware takes it from here
         else:
             await respond(send, 404, b"Not Found\n")
         return None
 
+    def _closed(self, path: str, reason: CloseReason) -> None:
+        self.closed.append((path, reason))
+        log.info("%s closed: %s", path, reason)
+
     async def lifespan(self, receive: Receive, send: Send) -> None:
-        """Answer startup and shutdown, and own the producers' task group in between.
+        """Answer startup and shutdown, and own the long-lived resources in between.
 
         An app must answer the lifespan scope: hypercorn's trio worker crashes on one that
-        returns without a word. On shutdown the remaining producers are cancelled.
+        returns without a word. On shutdown the remaining producers are cancelled and the
+        proxy's client is closed.
         """
-        async with anyio.create_task_group() as tasks:
+        # The proxy's client: no read timeout shorter than the upstream's heartbeat, no
+        # pooled connections (each proxied stream owns one, closed when it ends), and no
+        # HTTP_PROXY from the environment for a request to this very machine.
+        client = httpx.AsyncClient(
+            timeout=httpx.Timeout(10.0, read=60.0),
+            limits=httpx.Limits(max_keepalive_connections=0),
+            trust_env=False,
+        )
+        async with client, anyio.create_task_group() as tasks:
             while (await receive())["type"] != "lifespan.shutdown":
-                self._tasks = tasks
+                self._tasks, self._http = tasks, client
                 await send({"type": "lifespan.startup.complete"})
-            self._tasks = None
+            self._tasks = self._http = None
             tasks.cancel_scope.cancel()
         await send({"type": "lifespan.shutdown.complete"})
 
-    # -- the three streams ------------------------------------------------------------------
+    # -- the streams ------------------------------------------------------------------------
 
     def clock(self, scope: Scope) -> Stream:
         """Callback mode: the driver starts the response at once and runs ``tick`` as a task.
@@ -150,8 +188,9 @@ class Demo:
         async def tick(stream: Stream) -> None:
             while True:
                 now = time.time()
-                clock = time.strftime("%H:%M:%S", time.localtime(now))
-                stream.send({"time": clock, "streams": self.app.active})
+                local = time.localtime(now)
+                clock, date = time.strftime("%H:%M:%S", local), time.strftime("%a %d %b %Y", local)
+                stream.send({"time": clock, "date": date, "streams": self.app.active})
                 await stream.wait(every - (now * 1000) % every)  # on the next whole period
 
         return Stream(tick, event="tick")
@@ -159,14 +198,17 @@ class Demo:
     def counter(self, scope: Scope) -> Stream:
         """Value-based mode: the handler returns an empty Stream and a task feeds it.
 
-        Every value carries ``id=n``, and ``retry=`` tells the browser to reconnect after
-        RETRY_MS when the server ends the stream. The reconnect sends ``Last-Event-ID: n``,
-        so the new stream resumes at ``n + 1``.
+        ``retry=`` tells the browser to reconnect ``settings.retry`` ms after the server ends
+        the stream, and every value carries ``id=n``: the reconnect sends ``Last-Event-ID: n``,
+        so the new stream resumes at ``n + 1``. A named ``resume`` event first tells the page
+        what the server received and where it goes on.
         """
-        stream = Stream(retry=RETRY_MS)
-        resume_after = _int_or_zero(stream.last_event_id)  # set from the request's header
-        if resume_after:
-            log.info("/counter resumes after Last-Event-ID %d", resume_after)
+        stream = Stream(retry=self.settings.retry)
+        resume_after = _int_or_zero(stream.last_event_id)  # from the request's header
+        if stream.last_event_id is not None:
+            log.info("/counter resumes after Last-Event-ID %s", stream.last_event_id)
+        resume = {"last_event_id": stream.last_event_id, "next": resume_after + 1}
+        stream.send({**resume, "retry": self.settings.retry}, event="resume")
         self._background().start_soon(self._count, stream, resume_after + 1)
         return stream
 
@@ -175,7 +217,7 @@ class Demo:
             if not stream.send(n, id=n):
                 return  # closed: the client left or the server is stopping, so stop counting
             await wait(self.settings.counter_every)
-        stream.close()  # the browser reconnects RETRY_MS later, with Last-Event-ID: n
+        stream.close()  # the browser reconnects `retry` ms later, with Last-Event-ID: n
 
     def reply(self, scope: Scope) -> Stream:
         """Automatic mode: each item the async generator yields is sent as one event.
@@ -194,11 +236,49 @@ class Demo:
         elapsed = round((time.monotonic() - started) * 1000)
         yield ServerSentEvent({"tokens": len(REPLY_TOKENS), "ms": elapsed}, event="done")
 
+    def proxy(self, scope: Scope) -> Stream:
+        """Proxy mode: stream another server's response through, byte for byte.
+
+        The source is the *awaitable* ``client.send(request, stream=True)``: the driver awaits
+        it, answers 502 if the upstream fails, keeps the upstream's content type, passes its
+        bytes on unchanged, and closes the upstream response when the browser leaves.
+        """
+        url = f"{_origin(scope)}/upstream/ticker"  # this server, standing in for another one
+        client = self._client()
+        request = client.build_request("GET", url, headers={"accept": "text/event-stream"})
+        return Stream(client.send(request, stream=True))
+
+    def ticker(self, scope: Scope) -> Stream:
+        """The upstream of ``/proxy``: named ``quote`` events (JSON) and two-line ``news``."""
+        return Stream(self._quotes())
+
+    async def _quotes(self) -> AsyncIterator[ServerSentEvent]:
+        rng = random.Random(self.settings.seed)
+        price = 100.0
+        for n in itertools.count(1):
+            if n % self.settings.news_every == 0:
+                headline, detail = HEADLINES[(n // self.settings.news_every - 1) % len(HEADLINES)]
+                yield ServerSentEvent(f"{headline}\n{detail}", event="news")
+            else:
+                change = round(rng.gauss(0.02, 0.6), 2)
+                price = round(max(1.0, price + change), 2)
+                quote = {"symbol": "ASGI", "price": price, "change": change, "n": n}
+                yield ServerSentEvent(quote, event="quote")
+            await wait(self.settings.ticker_every)
+
+    # -- app-wide resources --------------------------------------------------------------------
+
     def _background(self) -> anyio.abc.TaskGroup:
         """The app-wide task group, for producers that outlive their request handler."""
         if self._tasks is None:
             raise RuntimeError("the lifespan has not started: serve the demo with lifespan on")
         return self._tasks
+
+    def _client(self) -> httpx.AsyncClient:
+        """The app-wide HTTP client of the proxy."""
+        if self._http is None:
+            raise RuntimeError("the lifespan has not started: serve the demo with lifespan on")
+        return self._http
 
 
 def create_app(settings: Settings = Settings()) -> StreamMiddleware:
@@ -235,35 +315,26 @@ def _int_or_zero(text: str | None) -> int:
         return 0  # not one of our ids: start over
 
 
+def _origin(scope: Scope) -> str:
+    """``http://host:port`` of the address the request came in on (this very server)."""
+    host, port = scope.get("server") or ("127.0.0.1", 8000)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 # -- serving -----------------------------------------------------------------------------------
 
 
-async def stop_on_signal(app: StreamMiddleware, grace: int = 2_000) -> None:
-    """hypercorn's ``shutdown_trigger``: wait for SIGINT/SIGTERM, then end the open streams.
+async def serve(app: StreamMiddleware, host: str, port: int, *, grace: int = 2_000) -> None:
+    """Serve ``app`` with hypercorn until SIGINT/SIGTERM, then end its streams and stop.
 
-    Streams are ended *before* this returns, because hypercorn then stops accepting and waits
-    for its open connections: an endless stream would hold the shutdown for the whole
-    ``graceful_timeout`` and then be cut off mid-event. ``app.shutdown`` instead ends each one
-    with its final empty body (``on_close("shutdown")``), so every client sees a clean end.
+    ``asgi_stream.hypercorn.serve`` runs the shutdown trigger below, then
+    ``app.shutdown(grace)``: every open stream ends with its final frame
+    (``on_close("shutdown")``) *before* hypercorn stops, so no client is cut off mid-event and
+    hypercorn has no endless response to wait for.
     """
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for sig in signals:
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)  # a second Ctrl-C interrupts at once
-    print(f"\nstopping: ending {app.active} open stream(s)", flush=True)
-    await app.shutdown(grace=grace)
-
-
-async def serve(app: StreamMiddleware, host: str, port: int) -> None:
-    """Serve ``app`` with hypercorn on asyncio until SIGINT/SIGTERM."""
-    from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
+
+    from asgi_stream.hypercorn import serve as serve_streams
 
     # Listen before hypercorn starts, so the printed URL has the real port (even for --port 0)
     # and a browser that is quicker than the server waits in the backlog instead of failing.
@@ -276,9 +347,14 @@ async def serve(app: StreamMiddleware, host: str, port: int) -> None:
     config.loglevel = "WARNING"
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
     print(f"asgi_stream demo: open http://{shown}:{port}/  (Ctrl-C to stop)", flush=True)
-    trigger = partial(stop_on_signal, app)
-    # (hypercorn spells the ASGI types its own way; asgi_stream uses asgiref's)
-    await hypercorn_serve(app, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
+
+    async def ctrl_c() -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                break  # leaving the block restores the handlers: a second Ctrl-C stops at once
+        print(f"\nstopping: ending {app.active} open stream(s)", flush=True)
+
+    await serve_streams(app, config, grace=grace, shutdown_trigger=ctrl_c)
     print("stopped", flush=True)
 
 
@@ -286,12 +362,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
+    parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s  %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per proxied request
     try:
-        asyncio.run(serve(app, args.host, args.port))
+        anyio.run(serve, app, args.host, args.port, backend=args.backend)
     except KeyboardInterrupt:  # the second Ctrl-C
         sys.exit(130)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        sys.exit(f"{args.host}:{args.port} is in use; try another port: --port {args.port + 1}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The demo (examples/demo.py) under a real hypercorn, read by httpx and httpx-sse.
 
 Its app is served in process on the current backend (asyncio and trio) with short timings;
-the script itself is run as a subprocess once, to check that Ctrl-C ends a live stream cleanly.
+the script itself is run as a subprocess, on the same backend, to check that Ctrl-C ends live
+streams cleanly. (tests/browser/ reads the same app with a real browser's EventSource.)
 """
 
 from __future__ import annotations
@@ -11,21 +12,58 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
+import sniffio
 from anyio.streams.text import TextReceiveStream
-from httpx_sse import aconnect_sse
+from httpx_sse import ServerSentEvent, aconnect_sse
 
-from examples.demo import INJECTION, REPLY, REPLY_TOKENS, RETRY_MS, Settings, create_app
+from examples.demo import (
+    HEADLINES,
+    INJECTION,
+    REPLY,
+    REPLY_TOKENS,
+    RETRY_MS,
+    Demo,
+    Settings,
+    create_app,
+)
 from tests.conftest import serve
 
 pytestmark = pytest.mark.anyio
 
-FAST = Settings(clock_every=50, counter_every=5, counter_batch=4, token_delay=(0, 1))
+FAST = Settings(
+    clock_every=50,
+    counter_every=5,
+    counter_batch=4,
+    token_delay=(0, 1),
+    ticker_every=5,
+    news_every=3,
+    seed=6,
+)
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo.py"
+
+
+async def first_events(client: httpx.AsyncClient, url: str, count: int) -> list[ServerSentEvent]:
+    """The first ``count`` events of the stream at ``url``; then the client leaves."""
+    events = []
+    async with aconnect_sse(client, "GET", url) as source:
+        assert source.response.headers["content-type"].startswith("text/event-stream")
+        async for sse in source.aiter_sse():
+            events.append(sse)
+            if len(events) == count:
+                break
+    return events
+
+
+async def until_closed(demo: Demo, *expected: tuple[str, str]) -> None:
+    """Wait until the demo logged each ``(path, reason)`` of ``expected`` as closed."""
+    while not set(expected) <= set(demo.closed):
+        await anyio.sleep(0.01)
 
 
 async def test_page_has_an_event_source_per_stream() -> None:
@@ -37,10 +75,10 @@ async def test_page_has_an_event_source_per_stream() -> None:
             post = await client.post("/clock")
     assert page.status_code == 200
     assert page.headers["content-type"] == "text/html; charset=utf-8"
-    for path in ("/clock", "/counter", "/reply"):
+    for path in ("/clock", "/counter", "/reply", "/proxy"):
         assert f'new EventSource("{path}")' in page.text
-    assert 'addEventListener("tick"' in page.text
-    assert 'addEventListener("done"' in page.text
+    for name in ("tick", "resume", "done", "quote", "news"):
+        assert f'addEventListener("{name}"' in page.text
     assert "<script src" not in page.text and '<link rel="stylesheet"' not in page.text
     assert head.status_code == 200 and head.content == b""
     assert head.headers["content-length"] == page.headers["content-length"]
@@ -51,17 +89,12 @@ async def test_page_has_an_event_source_per_stream() -> None:
 async def test_clock_sends_named_ticks() -> None:
     async with serve(create_app(FAST)) as url, httpx.AsyncClient() as client:
         with anyio.fail_after(5):
-            async with aconnect_sse(client, "GET", url + "/clock") as source:
-                assert source.response.headers["content-type"].startswith("text/event-stream")
-                ticks = []
-                async for sse in source.aiter_sse():
-                    ticks.append(sse)
-                    if len(ticks) == 2:
-                        break
+            ticks = await first_events(client, url + "/clock", 2)
     for tick in ticks:
         assert tick.event == "tick"
         data = json.loads(tick.data)
         assert re.fullmatch(r"\d\d:\d\d:\d\d", data["time"])
+        assert re.fullmatch(r"\w{3} \d\d \w{3} \d{4}", data["date"])
         assert data["streams"] == 1  # StreamMiddleware.active: this stream
 
 
@@ -74,10 +107,22 @@ async def test_counter_ends_after_a_batch_and_resumes_from_last_event_id() -> No
             async with aconnect_sse(client, "GET", url + "/counter", headers=headers) as source:
                 resumed = [sse async for sse in source.aiter_sse()]
     assert first[0].retry == RETRY_MS and first[0].data == ""  # the retry frame comes first
-    events = first[1:]
+    assert first[1].event == "resume"
+    assert json.loads(first[1].data) == {"last_event_id": None, "next": 1, "retry": RETRY_MS}
+    events = first[2:]
     assert [sse.data for sse in events] == ["1", "2", "3", "4"]
     assert [sse.id for sse in events] == ["1", "2", "3", "4"]
-    assert [sse.id for sse in resumed[1:]] == ["5", "6", "7", "8"]
+    assert resumed[1].event == "resume"
+    assert json.loads(resumed[1].data) == {"last_event_id": "4", "next": 5, "retry": RETRY_MS}
+    assert [sse.id for sse in resumed[2:]] == ["5", "6", "7", "8"]
+
+
+async def test_counter_retry_is_a_setting() -> None:
+    async with serve(create_app(Settings(retry=250))) as url, httpx.AsyncClient() as client:
+        with anyio.fail_after(5):
+            retry, resume = await first_events(client, url + "/counter", 2)
+    assert retry.retry == 250
+    assert json.loads(resume.data)["retry"] == 250
 
 
 async def test_reply_streams_every_token_intact_then_done() -> None:
@@ -94,11 +139,61 @@ async def test_reply_streams_every_token_intact_then_done() -> None:
     assert json.loads(done.data)["tokens"] == len(REPLY_TOKENS)
 
 
+async def test_ticker_sends_named_quotes_and_two_line_news() -> None:
+    async with serve(create_app(FAST)) as url, httpx.AsyncClient() as client:
+        with anyio.fail_after(5):
+            events = await first_events(client, url + "/upstream/ticker", 9)
+    assert [sse.event for sse in events] == ["quote", "quote", "news"] * 3
+    quotes = [json.loads(sse.data) for sse in events if sse.event == "quote"]
+    assert [quote["n"] for quote in quotes] == [1, 2, 4, 5, 7, 8]
+    assert all(quote["symbol"] == "ASGI" and quote["price"] > 0 for quote in quotes)
+    news = [sse.data for sse in events if sse.event == "news"]
+    assert news == ["\n".join(headline) for headline in HEADLINES[:3]]  # two lines each
+
+
+async def test_proxy_passes_the_upstream_through_unchanged() -> None:
+    """With a fixed seed every ticker stream has the same bytes: those read through /proxy
+    equal those read from the upstream directly, headers included."""
+    async with serve(create_app(FAST)) as url, httpx.AsyncClient() as client:
+        with anyio.fail_after(5):
+            direct = await read_prefix(client, url + "/upstream/ticker", 600)
+            proxied = await read_prefix(client, url + "/proxy", 600)
+    assert proxied == direct
+    assert proxied[1].startswith(b"event: quote\ndata: {")
+
+
+async def read_prefix(
+    client: httpx.AsyncClient, url: str, size: int
+) -> tuple[dict[str, str], bytes]:
+    """The relevant headers and the first ``size`` bytes of the body of ``url``, raw."""
+    body = b""
+    async with client.stream("GET", url) as response:
+        async for chunk in response.aiter_raw():
+            body += chunk
+            if len(body) >= size:
+                break
+    headers = {key: response.headers[key] for key in ("content-type", "cache-control")}
+    return headers, body[:size]
+
+
+async def test_leaving_the_proxy_closes_the_upstream() -> None:
+    demo = Demo(FAST)
+    async with serve(demo.app) as url, httpx.AsyncClient() as client:
+        with anyio.fail_after(5):
+            events = await first_events(client, url + "/proxy", 3)
+            await until_closed(demo, ("/proxy", "disconnect"), ("/upstream/ticker", "disconnect"))
+            assert demo.app.active == 0
+    assert [sse.event for sse in events] == ["quote", "quote", "news"]
+
+
 async def test_the_script_serves_and_ctrl_c_ends_streams_cleanly() -> None:
     """``python examples/demo.py --port 0``: prints its URL, streams, and on SIGINT ends the
-    open stream with a complete body (no truncated chunked response) and exits 0."""
+    open streams (a proxied one included) with a complete body (no truncated chunked
+    response) and exits 0, at once rather than after hypercorn's graceful timeout."""
+    backend = sniffio.current_async_library()
     process = await anyio.open_process(
-        [sys.executable, str(DEMO), "--port", "0"], stderr=subprocess.STDOUT
+        [sys.executable, str(DEMO), "--port", "0", "--backend", backend],
+        stderr=subprocess.STDOUT,
     )
     output = ""
     try:
@@ -110,19 +205,28 @@ async def test_the_script_serves_and_ctrl_c_ends_streams_cleanly() -> None:
             url = found.group(0)
             async with (
                 httpx.AsyncClient() as client,
-                aconnect_sse(client, "GET", url + "clock") as source,
+                aconnect_sse(client, "GET", url + "clock") as clock,
+                aconnect_sse(client, "GET", url + "proxy") as proxy,
             ):
-                events = source.aiter_sse()
-                assert (await anext(events)).event == "tick"
+                ticks, quotes = clock.aiter_sse(), proxy.aiter_sse()
+                assert (await anext(ticks)).event == "tick"
+                assert (await anext(quotes)).event == "quote"
                 process.send_signal(signal.SIGINT)
-                rest = [sse async for sse in events]  # ends without a protocol error
+                stopping = time.monotonic()
+                rest = [sse async for sse in ticks]  # ends without a protocol error
+                rest_proxied = [sse async for sse in quotes]
             assert all(sse.event == "tick" for sse in rest)
+            assert all(sse.event in ("quote", "news") for sse in rest_proxied)
             async for chunk in lines:
                 output += chunk
             assert await process.wait() == 0, output
+            assert time.monotonic() - stopping < 2.5, output  # hypercorn's graceful_timeout: 3
     finally:
         if process.returncode is None:
             process.kill()
         await process.aclose()
-    assert "/clock closed: shutdown" in output
+    assert "stopping: ending 3 open stream(s)" in output
+    for path in ("/clock", "/proxy", "/upstream/ticker"):
+        assert f"{path} closed: shutdown" in output
+    assert output.rstrip().endswith("stopped")
     assert "Traceback" not in output
