@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import sys
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -125,6 +126,19 @@ def hand_over(stream: Stream) -> list[tuple[str, str]]:
     return request.hand_over(stream)
 
 
+def _teach_framework(app: object) -> None:
+    """``app.asgi_app = StreamMiddleware(app.asgi_app)`` is the natural Quart wiring, but a
+    Quart view's Stream must also become a stand-in response: do that part of
+    ``asgi_stream.quart.init_app`` here. Quart is never imported for it (only recognised if
+    the app already imported it): the one place where this layer knows an integration."""
+    quart = sys.modules.get("quart")
+    owner = getattr(app, "__self__", None)
+    if quart is not None and isinstance(owner, quart.Quart):
+        from .quart import accept_streams
+
+        accept_streams(owner)
+
+
 class StreamMiddleware:
     """Wrap any ASGI app; when it *returns* (or hands over) a :class:`Stream` without having
     responded, drive that Stream. Keeps a registry of live streams for :meth:`shutdown`."""
@@ -134,6 +148,7 @@ class StreamMiddleware:
     ) -> None:
         check_ping(ping)
         check_max_buffer(max_buffer)
+        _teach_framework(app)
         self.app = app
         self.ping = ping
         self.max_buffer = max_buffer
@@ -191,7 +206,7 @@ class StreamMiddleware:
             return
         if started or request.captured is None or request.status is None:
             # The framework answered with something else (an error page), or not at all.
-            await _discard(stream, "disconnect" if disconnected else "error")
+            await _discard(stream, "disconnect" if disconnected and not started else "error")
             return
         stream.status = request.status
         stream._headers = stream._headers + request.added_headers()

@@ -552,12 +552,6 @@ async def test_a_stream_still_streams_when_the_client_sends_a_marker() -> None:
     assert [data for _, data in events] == ["one", "two", "three"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: the middleware names the reason 'disconnect' when the app answered with "
-    "another response, because hypercorn sends http.disconnect once that response is complete "
-    "and Quart reads it; it should be 'error' whenever the app started its own response",
-)
 async def test_a_handed_over_stream_that_the_view_drops_is_closed() -> None:
     probe = Probe()
     app, middleware = create_app(probe)
@@ -582,13 +576,12 @@ def bare_app() -> Quart:
     return app
 
 
-async def test_without_init_app_quart_refuses_the_stream_at_once(
+async def test_without_any_wiring_quart_refuses_the_stream_at_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Documented: without init_app, Quart itself rejects the Stream (a 500, no hang) and
-    logs its TypeError naming the type; wrapping in StreamMiddleware alone does not help."""
+    """Documented: with neither init_app nor StreamMiddleware, Quart itself rejects the
+    Stream (a 500, no hang) and logs its TypeError naming the type."""
     app = bare_app()
-    app.asgi_app = StreamMiddleware(app.asgi_app)  # type: ignore[method-assign]
     with anyio.fail_after(TIMEOUT), caplog.at_level(logging.ERROR):
         async with serve(app) as url, httpx.AsyncClient() as client:
             response = await client.get(url)
@@ -699,3 +692,21 @@ def test_the_readme_shows_the_example() -> None:
     code = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
     assert code == EXAMPLE.read_text(encoding="utf-8")
     assert f"Quart {quart_version}" in section
+
+
+async def test_the_plain_wiring_works_too() -> None:
+    """``app.asgi_app = StreamMiddleware(app.asgi_app)``, the first wiring users try."""
+    app = Quart(__name__)
+
+    @app.get("/")
+    async def index() -> Any:
+        return Stream(["plain", "wiring"]), 201
+
+    app.asgi_app = StreamMiddleware(app.asgi_app)  # type: ignore[method-assign]
+    async with (
+        serve(app) as url,
+        httpx.AsyncClient() as client,
+        aconnect_sse(client, "GET", url + "/") as source,
+    ):
+        assert source.response.status_code == 201
+        assert [sse.data async for sse in source.aiter_sse()] == ["plain", "wiring"]
