@@ -29,7 +29,6 @@ import signal
 import socket
 import sys
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,8 +121,6 @@ class Demo:
             "/proxy": self.proxy,
             "/upstream/ticker": self.ticker,
         }
-        self.closed: deque[tuple[str, CloseReason]] = deque(maxlen=200)
-        """The latest streams that ended, as ``(path, reason)``: what the log shows."""
         # Lives as long as the app (opened and closed by the lifespan): a task group for the
         # producers that outlive their request handler, and the proxy's HTTP client.
         self._tasks: anyio.abc.TaskGroup | None = None
@@ -149,7 +146,6 @@ class Demo:
         return None
 
     def _closed(self, path: str, reason: CloseReason) -> None:
-        self.closed.append((path, reason))
         log.info("%s closed: %s", path, reason)
 
     async def lifespan(self, receive: Receive, send: Send) -> None:

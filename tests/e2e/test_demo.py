@@ -22,6 +22,7 @@ import sniffio
 from anyio.streams.text import TextReceiveStream
 from httpx_sse import ServerSentEvent, aconnect_sse
 
+from asgi_stream import CloseReason
 from examples.demo import (
     HEADLINES,
     INJECTION,
@@ -33,6 +34,7 @@ from examples.demo import (
     create_app,
 )
 from tests.conftest import serve
+from tests.e2e.helpers import Record
 
 pytestmark = pytest.mark.anyio
 
@@ -60,10 +62,22 @@ async def first_events(client: httpx.AsyncClient, url: str, count: int) -> list[
     return events
 
 
-async def until_closed(demo: Demo, *expected: tuple[str, str]) -> None:
-    """Wait until the demo logged each ``(path, reason)`` of ``expected`` as closed."""
-    while not set(expected) <= set(demo.closed):
-        await anyio.sleep(0.01)
+class Observed(Demo):
+    """The demo, recording each stream that ends as ``(path, reason)`` in ``closes``."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.closes = Record()
+
+    def _closed(self, path: str, reason: CloseReason) -> None:
+        super()._closed(path, reason)
+        self.closes((path, reason))
+
+
+async def until_closed(demo: Observed, *expected: tuple[str, str]) -> None:
+    """Wait until each ``(path, reason)`` of ``expected`` was recorded."""
+    while not set(expected) <= set(demo.closes.items):
+        await demo.closes.wait(len(demo.closes) + 1)
 
 
 async def test_page_has_an_event_source_per_stream() -> None:
@@ -177,7 +191,7 @@ async def read_prefix(
 
 
 async def test_leaving_the_proxy_closes_the_upstream() -> None:
-    demo = Demo(FAST)
+    demo = Observed(FAST)
     async with serve(demo.app) as url, httpx.AsyncClient() as client:
         with anyio.fail_after(5):
             events = await first_events(client, url + "/proxy", 3)
