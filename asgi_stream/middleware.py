@@ -127,16 +127,21 @@ def hand_over(stream: Stream) -> list[tuple[str, str]]:
 
 
 def _teach_framework(app: object) -> None:
-    """``app.asgi_app = StreamMiddleware(app.asgi_app)`` is the natural Quart wiring, but a
-    Quart view's Stream must also become a stand-in response: do that part of
-    ``asgi_stream.quart.init_app`` here. Quart is never imported for it (only recognised if
-    the app already imported it): the one place where this layer knows an integration."""
+    """The one place where this layer knows its integrations, so that the natural wiring
+    works: no framework is imported here, only recognised if the app already imported it.
+
+    - Quart: ``app.asgi_app = StreamMiddleware(app.asgi_app)`` also needs the app's
+      ``make_response`` to turn a Stream into a stand-in (``asgi_stream.quart``).
+    - FastAPI would silently JSON-encode a plain Stream returned by an endpoint;
+      ``asgi_stream.starlette`` makes that a clear error naming the class to return."""
     quart = sys.modules.get("quart")
     owner = getattr(app, "__self__", None)
     if quart is not None and isinstance(owner, quart.Quart):
         from .quart import accept_streams
 
         accept_streams(owner)
+    if "fastapi" in sys.modules:
+        from . import starlette  # noqa: F401  (registers the refusal with FastAPI's encoder)
 
 
 class StreamMiddleware:

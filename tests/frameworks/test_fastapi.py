@@ -489,11 +489,6 @@ async def test_response_class_documents_the_stream_in_openapi() -> None:
             assert body == b"data: e\n\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: StreamMiddleware(app) should import asgi_stream.starlette when FastAPI is "
-    "loaded, so that a plain Stream is refused even where the integration is never imported",
-)
 async def test_a_plain_stream_is_refused_even_without_importing_the_integration() -> None:
     code = textwrap.dedent(
         """
