@@ -97,7 +97,7 @@ async def test_every_card_is_live_and_the_counter_loses_nothing(
     _, page = demo_page
     got = await state(
         page,
-        "demo.counter.reconnects >= 2 && demo.reply.done !== null"
+        "demo.counter.resumes.length >= 3 && demo.reply.done !== null"
         " && demo.proxy.quotes.length >= 20 && demo.proxy.news.length >= 2"
         " && demo.events['/clock tick'] >= 2",
     )
@@ -124,14 +124,16 @@ async def test_every_card_is_live_and_the_counter_loses_nothing(
     for key in ("/clock tick", "/counter resume", "/counter message", "/reply message"):
         assert got["events"][key] > 0, key
     assert got["events"]["/reply done"] == 1
-    for name in ("clock", "counter", "proxy"):
+    for name in ("clock", "proxy"):
         assert await page.inner_text(f"#{name}-status") == "live"
+    assert await page.inner_text("#counter-status") in ("live", "reconnecting")
 
     destination = os.environ.get("DEMO_SCREENSHOT", str(ROOT / "docs" / "demo.png"))
     if destination:
         Path(destination).parent.mkdir(parents=True, exist_ok=True)
         await state(page, "demo.proxy.quotes.length >= 40")  # a full sparkline
         await page.mouse.move(0, 0)
+        await page.add_style_tag(content="tr.flash td { animation: none !important; }")
         await page.screenshot(path=destination, full_page=True, animations="disabled")
         assert (await anyio.Path(destination).read_bytes()).startswith(b"\x89PNG\r\n\x1a\n")
 
