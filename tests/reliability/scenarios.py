@@ -8,9 +8,12 @@ run with ``anyio.fail_after``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
+import re
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +25,7 @@ from tests.sse_parser import parse
 
 KiB = 1024
 MiB = 1024 * 1024
+_EOL = re.compile(r"\r\n|\r|\n")  # the line breaks of SSE (and nothing else)
 
 
 class Countdown:
@@ -429,3 +433,207 @@ async def run_stalled(
         tg.cancel_scope.cancel()
     result.after = await server.stats(settle=settle)
     return result
+
+
+# -- producer faults under load ------------------------------------------------------------
+
+
+@dataclass
+class FaultsResult:
+    faulty: int
+    healthy: int
+    seed: int
+    problems: list[str] = field(default_factory=list)
+    after: dict[str, Any] = field(default_factory=dict)
+
+
+async def run_faults(
+    server: ServerProcess, *, faulty: int = 200, healthy: int = 200, seed: int = 4
+) -> FaultsResult:
+    """``faulty`` producers that raise after a random number of events (0 to 5; 0: before the
+    first one), next to ``healthy`` streams of 50 events, all at once over HTTP/1.1. Each
+    faulty one must give a 500 (failed before its first event) or its events so far and a
+    clean end; the healthy ones are untouched."""
+    rng = random.Random(seed)
+    result = FaultsResult(faulty, healthy, seed)
+    await server.stats(settle=10)
+
+    async def faulty_client(after: int) -> None:
+        client = H1(server.port)
+        try:
+            await client.request(f"/fault?after={after}")
+            await client.read_all()
+        finally:
+            await client.aclose()
+        got = [event.data for event in parse(bytes(client.body)).events]
+        expected = (500, []) if after == 0 else (200, [str(i) for i in range(after)])
+        if (client.status, got) != expected or not client.complete:
+            result.problems.append(f"fault after {after}: {client.status} {got}")
+
+    async def healthy_client(sid: str) -> None:
+        client = H1(server.port)
+        try:
+            await client.request(f"/load?sid={sid}&n=50&burst=5")
+            await client.read_all()
+        finally:
+            await client.aclose()
+        problem = check_sse_ids(parse(bytes(client.body)), sid, 50)
+        if problem or client.status != 200 or not client.complete:
+            result.problems.append(problem or f"healthy {sid}: {client.status}")
+
+    async with anyio.create_task_group() as tg:
+        for n in range(max(faulty, healthy)):
+            if n < faulty:
+                tg.start_soon(faulty_client, rng.randint(0, 5))
+            if n < healthy:
+                tg.start_soon(healthy_client, f"h{n}")
+    result.after = await server.stats(settle=10)
+    return result
+
+
+# -- hostile strings through the wire ----------------------------------------------------
+
+
+@dataclass
+class CorpusResult:
+    tried: int
+    refused: int = 0  # send() raised ValueError (CR/LF in event or id, NUL in id, surrogates)
+    expected: int = 0  # events that must arrive (valid, non-empty data)
+    received: int = 0
+    mismatches: list[str] = field(default_factory=list)
+
+
+def _valid(data: str, event: str | None, event_id: str | None) -> bool:
+    for text in (data, event or "", event_id or ""):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate
+            return False
+    if event is not None and ("\r" in event or "\n" in event):
+        return False
+    return not (event_id is not None and any(c in event_id for c in "\r\n\0"))
+
+
+async def run_corpus(
+    server: ServerProcess, *, seed: int = 4, n: int = 10_000, http2: bool = False
+) -> CorpusResult:
+    """``n`` hostile (data, event, id) triples (``server.hostile_items``) sent by the server
+    through the driver and hypercorn; the client (the independent parser) must see exactly
+    one event per valid non-empty item with exactly its data (line breaks as LF), event and
+    id, and nothing else: no extra event, no other field."""
+    from tests.reliability.server import hostile_items
+
+    result = CorpusResult(n)
+    expected = []
+    for data, event, event_id in hostile_items(seed, n):
+        if not _valid(data, event, event_id):
+            result.refused += 1
+        elif data:
+            expected.append(("\n".join(_EOL.split(data)), event or None, event_id))
+    result.expected = len(expected)
+    target = f"/corpus?seed={seed}&n={n}"
+    if http2:
+        connection = H2(server.port)
+        await connection.connect()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(connection.run)
+            stream = await connection.get(target)
+            await connection.until(lambda: stream.complete or stream.reset)
+            await connection.aclose()
+            tg.cancel_scope.cancel()
+        body, complete = bytes(stream.body), stream.complete
+    else:
+        client = H1(server.port)
+        await client.request(target)
+        await client.read_all()
+        await client.aclose()
+        body, complete = bytes(client.body), client.complete
+    parsed = parse(body)
+    got = [(event.data, event.event, event.id) for event in parsed.events]
+    result.received = len(got)
+    if not complete:
+        result.mismatches.append("the stream did not end cleanly")
+    if len(parsed.blocks) != len(expected):
+        result.mismatches.append(f"{len(parsed.blocks)} blocks for {len(expected)} events")
+    if {name for name, _ in parsed.fields} - {"id", "event", "data"}:
+        result.mismatches.append(f"other fields: {sorted({n for n, _ in parsed.fields})}")
+    if parsed.comments or parsed.pending or parsed.tail:
+        result.mismatches.append("comments, pending lines or an incomplete line")
+    for index, (want, have) in enumerate(zip(expected, got, strict=False)):
+        if want != have:
+            result.mismatches.append(f"item {index}: sent {want!r}, received {have!r}")
+            break
+    return result
+
+
+# -- graceful shutdown -------------------------------------------------------------------
+
+
+@dataclass
+class ShutdownResult:
+    h1: list[H1]
+    h2: list[H2Stream]
+    ended_after: list[float]  # seconds from SIGTERM to each stream's end
+    exited_after: float  # seconds from SIGTERM to the process's exit
+
+
+async def run_shutdown(
+    server: ServerProcess, *, h1: int, h2_connections: int, per_connection: int
+) -> ShutdownResult:
+    """Open streams of every producer kind (``KINDS``, in turn) over HTTP/1.1 and HTTP/2;
+    once each got its first event, SIGTERM; read each to its end (clean or cut)."""
+    h1_clients: list[H1] = []
+    h2_clients: list[tuple[H2, list[H2Stream]]] = []
+    kinds = itertools.cycle(KINDS)
+    for _ in range(h1):
+        client = H1(server.port)
+        await client.request(f"/forever?kind={next(kinds)}")
+        h1_clients.append(client)
+    for _ in range(h2_connections):
+        connection = H2(server.port)
+        await connection.connect()
+        streams = [
+            await connection.get(f"/forever?kind={next(kinds)}") for _ in range(per_connection)
+        ]
+        h2_clients.append((connection, streams))
+    total = h1 + h2_connections * per_connection
+    opened, ended = Countdown(total), Countdown(total)
+    ended_after: list[float] = []
+    signalled = anyio.Event()
+    sent_at = 0.0
+
+    async def h1_reader(client: H1) -> None:
+        await client.read_until(lambda c: _first_event(c.body))
+        opened.done()
+        await signalled.wait()
+        await client.read_all()
+        ended_after.append(time.monotonic() - sent_at)
+        ended.done()
+
+    async def h2_reader(connection: H2, stream: H2Stream) -> None:
+        await connection.until(lambda: _first_event(stream.body) or stream.reset)
+        opened.done()
+        await signalled.wait()
+        await connection.until(lambda: stream.complete or stream.reset)
+        ended_after.append(time.monotonic() - sent_at)
+        ended.done()
+
+    async with anyio.create_task_group() as tg:
+        for client in h1_clients:
+            tg.start_soon(h1_reader, client)
+        for connection, streams in h2_clients:
+            tg.start_soon(connection.run)
+            for stream in streams:
+                tg.start_soon(h2_reader, connection, stream)
+        await opened.wait()
+        sent_at = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        signalled.set()
+        await ended.wait()
+        await server.exited()
+        exited_after = time.monotonic() - sent_at
+        tg.cancel_scope.cancel()
+    for client in h1_clients:
+        await client.aclose()
+    h2_streams = [stream for _, streams in h2_clients for stream in streams]
+    return ShutdownResult(h1_clients, h2_streams, ended_after, exited_after)

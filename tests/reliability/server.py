@@ -24,6 +24,9 @@ Streams (query parameters in brackets):
         n events ``{"i": i, "t": time.monotonic()}`` (a client on this host computes latency)
     /fault?after=k
         an async generator that raises after ``k`` events
+    /corpus?seed=S&n=N
+        N hostile (data, event, id) triples (``hostile_items``) sent one by one; ``send``
+        refuses the invalid ones
 
 Control (plain responses, JSON):
 
@@ -355,6 +358,52 @@ class Fault(Exception):
     pass
 
 
+# Pieces of hostile strings: line breaks of every kind, NUL, lone surrogates, BOM, Unicode
+# separators, field names and the SSE syntax itself.
+HOSTILE_PIECES = (
+    "\r", "\n", "\r\n", "\n\r", "\r\r", "\x00", "\ud800", "\udfff", "\ufeff", "\u2028",
+    "\u2029", "\x85", "\x0b", "\x0c", " ", ":", "data:", "data: x", "event: evil", "id: 666",
+    "retry: 1", ": comment", "\n\nevent: injected\ndata: x\n\n", "é", "漢", "😀", "x", "1",
+)  # fmt: skip
+
+
+def hostile_items(seed: int, n: int) -> list[tuple[str, str | None, str | None]]:
+    """``n`` deterministic (data, event, id) triples built from ``HOSTILE_PIECES``."""
+    import random
+
+    rng = random.Random(seed)
+
+    def text(most: int) -> str:
+        return "".join(rng.choice(HOSTILE_PIECES) for _ in range(rng.randint(0, most)))
+
+    return [
+        (
+            text(6),
+            text(2) if rng.random() < 0.5 else None,
+            text(2) if rng.random() < 0.5 else None,
+        )
+        for _ in range(n)
+    ]
+
+
+def corpus(seed: int, n: int) -> Callable[[Stream], Any]:
+    """Sends every hostile item; ``send`` refuses the invalid ones (ValueError)."""
+
+    async def callback(stream: Stream) -> None:
+        state.count(state.started, "corpus")
+        try:
+            for number, (data, event, event_id) in enumerate(hostile_items(seed, n)):
+                with contextlib.suppress(ValueError):  # refused: CR/LF/NUL, surrogates
+                    stream.send(data, event=event, id=event_id)
+                if number % 100 == 99:
+                    await stream.drain()
+            stream.close()
+        finally:
+            state.count(state.cleaned, "corpus")
+
+    return callback
+
+
 async def fault_source(after: int) -> AsyncIterator[str]:
     state.count(state.started, "fault")
     try:
@@ -436,6 +485,9 @@ def handle(scope: dict[str, Any]) -> Stream:
     if path == "/ticks":
         n = int(params.get("n", "100"))
         return _build("ticks", ticks_source(n, interval), **options)
+    if path == "/corpus":
+        seed, n = int(params.get("seed", "0")), int(params.get("n", "1000"))
+        return _build("corpus", corpus(seed, n), **options)
     if path == "/fault":
         return _build("fault", fault_source(int(params.get("after", "3"))), **options)
     raise LookupError(path)

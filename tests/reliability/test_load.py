@@ -31,7 +31,7 @@ async def test_1000_concurrent_streams_every_event_once_and_in_order(
     if open_files < 2 * STREAMS + 100:
         pytest.skip(f"needs {2 * STREAMS + 100} open files, RLIMIT_NOFILE is {open_files}")
     async with server_process(anyio_backend) as server:
-        with anyio.fail_after(150):
+        with anyio.fail_after(110):  # (pytest-timeout: 120 s)
             result = await run_load(server, streams=STREAMS, events=EVENTS, h2_share=0.5)
     print(
         f"\n{anyio_backend}: {STREAMS} streams ({result.h1} HTTP/1.1, {result.h2} HTTP/2 on "

@@ -15,91 +15,18 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import time
 
 import anyio
 import pytest
 
-from tests.reliability.clients import H1, H2, H2Stream, ServerProcess, server_process
-from tests.reliability.scenarios import KINDS, Countdown
+from tests.reliability.clients import server_process
+from tests.reliability.scenarios import KINDS, run_shutdown
 
 pytestmark = pytest.mark.anyio
 
 GRACE = 3.0  # seconds: --grace of the server (StreamMiddleware.shutdown)
 GRACEFUL_TIMEOUT = 1.0  # seconds: hypercorn's own wait for connections
-
-
-async def open_streams(
-    server: ServerProcess, h1: int, h2_connections: int, per_connection: int
-) -> tuple[list[H1], list[tuple[H2, list[H2Stream]]]]:
-    """Open the streams (every producer kind in turn) and wait for each one's first event."""
-    h1_clients: list[H1] = []
-    h2_clients: list[tuple[H2, list[H2Stream]]] = []
-    index = 0
-    for _ in range(h1):
-        client = H1(server.port)
-        await client.request(f"/forever?kind={KINDS[index % len(KINDS)]}")
-        h1_clients.append(client)
-        index += 1
-    for _ in range(h2_connections):
-        connection = H2(server.port)
-        await connection.connect()
-        streams = []
-        for _ in range(per_connection):
-            streams.append(await connection.get(f"/forever?kind={KINDS[index % len(KINDS)]}"))
-            index += 1
-        h2_clients.append((connection, streams))
-    return h1_clients, h2_clients
-
-
-async def run_until_sigterm(
-    server: ServerProcess, h1: int, h2_connections: int, per_connection: int
-) -> tuple[list[H1], list[H2Stream], list[float], float]:
-    """Open the streams, SIGTERM once each got its first event, read until each ends.
-    Returns the clients, the seconds from SIGTERM to each stream's end, and to the exit."""
-    h1_clients, h2_clients = await open_streams(server, h1, h2_connections, per_connection)
-    total = h1 + h2_connections * per_connection
-    opened, ended = Countdown(total), Countdown(total)
-    ended_after: list[float] = []
-    signalled = anyio.Event()
-    sent_at = 0.0
-
-    async def h1_reader(client: H1) -> None:
-        await client.read_until(lambda c: b"\n\n" in c.body)
-        opened.done()
-        await signalled.wait()
-        await client.read_all()
-        ended_after.append(time.monotonic() - sent_at)
-        ended.done()
-
-    async def h2_reader(connection: H2, stream: H2Stream) -> None:
-        await connection.until(lambda: b"\n\n" in stream.body or stream.reset)
-        opened.done()
-        await signalled.wait()
-        await connection.until(lambda: stream.complete or stream.reset)
-        ended_after.append(time.monotonic() - sent_at)
-        ended.done()
-
-    async with anyio.create_task_group() as tg:
-        for client in h1_clients:
-            tg.start_soon(h1_reader, client)
-        for connection, streams in h2_clients:
-            tg.start_soon(connection.run)
-            for stream in streams:
-                tg.start_soon(h2_reader, connection, stream)
-        await opened.wait()
-        sent_at = time.monotonic()
-        server.process.send_signal(signal.SIGTERM)
-        signalled.set()
-        await ended.wait()
-        await server.exited()
-        exited = time.monotonic() - sent_at
-        tg.cancel_scope.cancel()
-    for client in h1_clients:
-        await client.aclose()
-    return h1_clients, [s for _, streams in h2_clients for s in streams], ended_after, exited
 
 
 async def test_sigterm_ends_100_streams_cleanly_under_asgi_stream_hypercorn_run(
@@ -109,21 +36,20 @@ async def test_sigterm_ends_100_streams_cleanly_under_asgi_stream_hypercorn_run(
         anyio_backend, "--grace", str(GRACE * 1000), "--graceful-timeout", str(GRACEFUL_TIMEOUT)
     ) as server:
         with anyio.fail_after(60):
-            h1_clients, h2_streams, ended_after, exited = await run_until_sigterm(
-                server, h1=60, h2_connections=2, per_connection=20
-            )
+            result = await run_shutdown(server, h1=60, h2_connections=2, per_connection=20)
         final = server.final()
     print(
-        f"\n{anyio_backend}: 100 streams ended {max(ended_after):.2f} s after SIGTERM, "
-        f"exit after {exited:.2f} s"
+        f"\n{anyio_backend}: 100 streams ended {max(result.ended_after):.2f} s after SIGTERM, "
+        f"exit after {result.exited_after:.2f} s"
     )
     assert server.process.returncode == 0, server.output()
     # every client saw a clean end, not a cut
-    assert [(c.status, c.complete, c.closed_early) for c in h1_clients] == [(200, True, False)] * 60
-    assert [(s.status, s.complete) for s in h2_streams] == [(200, True)] * 40
+    h1_ends = [(c.status, c.complete, c.closed_early) for c in result.h1]
+    assert h1_ends == [(200, True, False)] * 60
+    assert [(s.status, s.complete) for s in result.h2] == [(200, True)] * 40
     # ended by our shutdown, not by a timeout: well within the grace period
-    assert max(ended_after) < GRACE
-    assert exited < GRACE + GRACEFUL_TIMEOUT + 2
+    assert max(result.ended_after) < GRACE
+    assert result.exited_after < GRACE + GRACEFUL_TIMEOUT + 2
     # every stream: on_close("shutdown"); every producer cleaned up; nothing left
     assert final["closes"] == {f"{kind}:shutdown": 20 for kind in KINDS}, final
     assert final["started"] == final["cleaned"]
@@ -150,19 +76,17 @@ async def test_plain_hypercorn_cuts_streams_after_its_graceful_timeout(
         anyio_backend, command=command, env={"RELIABILITY_ECHO": "1"}
     ) as server:
         with anyio.fail_after(60):
-            h1_clients, h2_streams, ended_after, exited = await run_until_sigterm(
-                server, h1=10, h2_connections=1, per_connection=10
-            )
+            result = await run_shutdown(server, h1=10, h2_connections=1, per_connection=10)
         final = server.final()
     print(
-        f"\n{anyio_backend}, plain hypercorn: streams cut {min(ended_after):.2f}-"
-        f"{max(ended_after):.2f} s after SIGTERM, exit after {exited:.2f} s"
+        f"\n{anyio_backend}, plain hypercorn: streams cut {min(result.ended_after):.2f}-"
+        f"{max(result.ended_after):.2f} s after SIGTERM, exit after {result.exited_after:.2f} s"
     )
     assert server.process.returncode == 0, server.output()
     # hypercorn waited for its graceful timeout, then cut the streams off mid-body
-    assert min(ended_after) >= GRACEFUL_TIMEOUT * 0.9
-    assert [(c.complete, c.closed_early) for c in h1_clients] == [(False, True)] * 10
-    assert [s.complete for s in h2_streams] == [False] * 10
+    assert min(result.ended_after) >= GRACEFUL_TIMEOUT * 0.9
+    assert [(c.complete, c.closed_early) for c in result.h1] == [(False, True)] * 10
+    assert [s.complete for s in result.h2] == [False] * 10
     # the driver still cleaned up: on_close("disconnect") for each, producers closed
     assert sum(final["closes"].values()) == 20
     assert {key.split(":")[1] for key in final["closes"]} == {"disconnect"}

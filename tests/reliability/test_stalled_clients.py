@@ -62,8 +62,9 @@ def check_bounded(result: StalledResult, *, dropped_reason: str = "slow-client")
 
 def report(name: str, result: StalledResult) -> None:
     latencies = sorted(result.latencies)
+    dropped = result.dropped["closes"].get("flood:slow-client", 0)
     print(
-        f"\n{name}: {result.stalled} stalled streams dropped, "
+        f"\n{name}: {dropped} of {result.stalled} stalled streams dropped, "
         f"{result.rss_per_stalled / KiB:.0f} KiB RSS each (max_buffer {MAX_BUFFER // KiB} KiB); "
         f"{len(latencies)} healthy events, latency p50 {latencies[len(latencies) // 2] * 1e3:.1f}"
         f" ms, max {latencies[-1] * 1e3:.1f} ms"
