@@ -4,6 +4,8 @@ Plain ``hypercorn module:app`` stops accepting, waits ``graceful_timeout`` for o
 connections (an endless stream never finishes), then cancels them mid-stream. Here the
 shutdown trigger first calls :meth:`StreamMiddleware.shutdown`: every stream gets
 ``on_close("shutdown")`` and its final frame, and hypercorn then has nothing left to wait for.
+It also corrects hypercorn's HTTP/2 backpressure (see ``_fix_http2_backpressure``), without
+which ``max_buffer`` cannot hold for an HTTP/2 client that stops reading.
 Needs hypercorn (``pip install asgi-stream[demo]``).
 """
 
@@ -13,7 +15,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
@@ -23,6 +25,35 @@ if TYPE_CHECKING:
     from .middleware import StreamMiddleware
 
 __all__ = ["run", "serve"]
+
+
+def _fix_http2_backpressure() -> None:
+    """hypercorn's HTTP/2 ``StreamBuffer.pop`` releases a paused writer whenever the popped
+    data is short, including the ``pop(0)`` it makes when a stream has no flow-control
+    credit: ``send()`` then never waits, so a client that stops reading is never detected
+    and hypercorn buffers without bound. Release the writer only once the *buffer* is below
+    its low-water mark. Idempotent; skipped if hypercorn's internals are not the ones known."""
+    try:
+        from hypercorn.protocol import h2
+    except ImportError:  # pragma: no cover - depends on the installed hypercorn
+        return
+    buffer_class = getattr(h2, "StreamBuffer", None)
+    low_water = getattr(h2, "BUFFER_LOW_WATER", None)
+    if buffer_class is None or low_water is None or getattr(buffer_class, "_asgi_stream", False):
+        return
+
+    async def pop(self: Any, max_length: int) -> bytes:
+        length = min(len(self.buffer), max_length)
+        data = bytes(self.buffer[:length])
+        del self.buffer[:length]
+        if len(self.buffer) < low_water:  # hypercorn: len(data) < low water
+            await self._paused.set()
+        if len(self.buffer) == 0:
+            await self._is_empty.set()
+        return data
+
+    buffer_class.pop = pop
+    buffer_class._asgi_stream = True
 
 
 def _running_trio() -> bool:
@@ -57,6 +88,12 @@ async def serve(
         from hypercorn.config import Config
     except ImportError:  # pragma: no cover - depends on the environment
         raise ImportError("asgi_stream.hypercorn needs hypercorn: pip install hypercorn") from None
+    if not callable(getattr(app, "shutdown", None)):
+        raise TypeError(
+            f"serve() needs the StreamMiddleware itself (it calls its shutdown()), "
+            f"not {type(app).__name__}"
+        )
+    _fix_http2_backpressure()
     config = config or Config()
     if bind is not None:
         config.bind = [bind]
@@ -68,9 +105,22 @@ async def serve(
 
     if _running_trio():
         from hypercorn.trio import serve as hypercorn_serve
-    else:
-        from hypercorn.asyncio import serve as hypercorn_serve  # type: ignore[assignment]
-    await hypercorn_serve(app, config, shutdown_trigger=stop)  # type: ignore[arg-type]
+
+        await hypercorn_serve(app, config, shutdown_trigger=stop)  # type: ignore[arg-type]
+        return
+    import asyncio
+
+    from hypercorn.asyncio import serve as asyncio_serve
+
+    task = asyncio.current_task()
+    if task is not None and not hasattr(task, "uncancel"):  # Python 3.10: nothing to undo
+        task = None
+    before = task.cancelling() if task is not None else 0
+    await asyncio_serve(app, config, shutdown_trigger=stop)  # type: ignore[arg-type]
+    # hypercorn's asyncio.TaskGroup may leave a cancel request on this task (it never calls
+    # uncancel() on CPython < 3.13): a later cancel scope here would then cancel the caller.
+    while task is not None and task.cancelling() > before:
+        task.uncancel()
 
 
 def run(

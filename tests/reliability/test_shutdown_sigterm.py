@@ -138,17 +138,6 @@ async def test_serve_returns_normally_inside_a_task_group(
     from asgi_stream.hypercorn import serve
     from tests.conftest import _free_port, _wait_listening, stream_app
 
-    if anyio_backend == "asyncio" and await _taskgroup_leaves_a_cancel_request():
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "core: asgi_stream.hypercorn.serve() returns with a cancel request left on "
-                    "the calling task by hypercorn's asyncio TaskGroup (CPython < 3.13), so the "
-                    "next anyio cancel scope in that task cancels the task itself"
-                ),
-            )
-        )
     app = StreamMiddleware(stream_app(lambda scope: Stream(["x"])))
     config = Config()
     port = _free_port()

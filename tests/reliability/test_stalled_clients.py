@@ -101,18 +101,6 @@ async def test_http2_stream_without_flow_control_credit_is_dropped(
     """Five HTTP/2 streams whose client never grants flow-control credit (after the 1 MiB
     initial window), on a connection that is read and credited and also carries five healthy
     streams."""
-    if anyio_backend == "asyncio":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "core: hypercorn's HTTP/2 StreamBuffer.pop(0) (called while the stream's "
-                    "window is 0) releases the paused writer, so on asyncio send() never "
-                    "blocks: the queue never exceeds max_buffer, the client is never dropped "
-                    "and hypercorn buffers everything the producer sends"
-                ),
-            )
-        )
     async with server_process(anyio_backend, "--max-buffer", str(MAX_BUFFER)) as server:
         with anyio.fail_after(120):
             result = await run_stalled(
