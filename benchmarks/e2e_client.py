@@ -101,6 +101,16 @@ async def latency(
     connected = 0
     all_connected = anyio.Event()
     measure_from = [float("inf")]
+    # CPU use in the steady state: from measure_from until the first client leaves.
+    window: dict[str, float] = {}
+    pid = target["pid"]
+
+    def snapshot(suffix: str) -> None:
+        window["wall" + suffix] = time.monotonic()
+        window["server" + suffix] = cpu_seconds(pid)
+        window["client" + suffix] = time.process_time()
+        window["samples" + suffix] = len(latencies)
+
     gate = anyio.Semaphore(100)  # at most this many connections being set up at once
     async with httpx.AsyncClient(
         base_url=target["url"], limits=_limits(clients, keepalive=False), timeout=30
@@ -137,21 +147,37 @@ async def latency(
                                 latencies.append(now - created)
                                 samples += 1
                         if samples >= events:
+                            if "wall1" not in window:
+                                snapshot("1")
                             return
                 raise RuntimeError("a stream ended early")
             finally:
                 if held:
                     gate.release()
 
+        async def start_window() -> None:
+            await all_connected.wait()
+            await anyio.sleep(max(0.0, measure_from[0] - time.monotonic()))
+            snapshot("0")
+
         async with anyio.create_task_group() as tg:
+            tg.start_soon(start_window)
             for k in range(clients):
                 tg.start_soon(one, k)
-    return {
+    result = {
         "p50_ms": percentile(latencies, 50) * 1000,
         "p99_ms": percentile(latencies, 99) * 1000,
         "max_ms": max(latencies) * 1000,
         "samples": len(latencies),
+        "server_cpu_us_per_event": float("nan"),
+        "client_cpu_share": float("nan"),
     }
+    if "wall0" in window and "wall1" in window and window["wall1"] > window["wall0"]:
+        count = max(1.0, window["samples1"] - window["samples0"])
+        wall = window["wall1"] - window["wall0"]
+        result["server_cpu_us_per_event"] = (window["server1"] - window["server0"]) / count * 1e6
+        result["client_cpu_share"] = (window["client1"] - window["client0"]) / wall
+    return result
 
 
 async def _hold_idle(client: httpx.AsyncClient, streams: int, settle: float, pid: int) -> int:

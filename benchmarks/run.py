@@ -81,6 +81,9 @@ class Group:
         other = self.rows.get((row.case, against))
         if other is None or not other.values or not row.values or other.value == 0:
             return None
+        if len(row.values) == len(other.values) and all(v > 0 for v in other.values):
+            # Paired by round (measured moments apart), so drift between rounds cancels out.
+            return median([a / b for a, b in zip(row.values, other.values, strict=True)])
         return row.value / other.value
 
 
@@ -330,7 +333,9 @@ def bench_e2e(args: argparse.Namespace) -> list[Group]:
     g["latency"].notes.append(
         f"{args.latency_clients} concurrent clients at one event every {args.interval} s "
         "(phases spread evenly), from the timestamp inside each event to its arrival; "
-        f"ramp-up excluded, {args.latency_events} samples per client."
+        f"ramp-up excluded, {args.latency_events} samples per client. Wall-clock latency on a "
+        "shared machine follows its load; the server's CPU time per event in the steady state "
+        "(/proc/<pid>/stat) is the steadier figure."
     )
     g["memory"].notes.append(
         f"server VmRSS growth with {args.idle_streams} idle open streams, fresh server, "
@@ -418,6 +423,12 @@ def record_e2e(
         "latency": [
             ("p50_ms", f"{args.latency_clients} clients, p50", "ms", False),
             ("p99_ms", f"{args.latency_clients} clients, p99", "ms", False),
+            (
+                "server_cpu_us_per_event",
+                f"{args.latency_clients} clients, server CPU",
+                "us/event",
+                False,
+            ),
         ],
         "memory": [("kib_per_stream", f"{args.idle_streams} idle streams", "KiB/stream", False)],
         "cleanup": [("median_ms", "disconnect -> cleanup", "ms", False)],
@@ -435,6 +446,89 @@ def record_e2e(
 # -- report --------------------------------------------------------------------------------
 
 
+def target_lines(groups: list[Group]) -> list[str]:
+    """The targets of the issue, each with the measured ratio and whether it holds."""
+    by_title = {g.title: g for g in groups}
+    lines: list[str] = []
+
+    def check(
+        label: str,
+        group: Group | None,
+        case: str,
+        impl: str,
+        against: str,
+        goal: float,
+        lower: bool = False,
+    ) -> None:
+        if group is None:
+            return
+        row = group.rows.get((case, impl))
+        ratio = None if row is None else group.ratio(row, against)
+        if ratio is None:
+            lines.append(f"- {label}: not measured")
+            return
+        holds = ratio < goal if lower else ratio >= goal
+        verdict = "holds" if holds else "DOES NOT HOLD"
+        lines.append(
+            f"- {label}: {ratio:.2f}x ({'goal < ' if lower else 'goal >= '}{goal:g}x) {verdict}"
+        )
+
+    encoder = by_title.get("1 encoder")
+    for case in ENCODER_CASES:
+        check(
+            f"encoder {case}: asgi_stream vs sse-starlette",
+            encoder,
+            case,
+            "asgi_stream",
+            "sse-starlette",
+            2.0,
+        )
+    inproc = by_title.get("2 in-process")
+    if inproc is not None:
+        cases = {row.case for row in inproc.rows.values()}
+        for case in sorted(cases):
+            for row in [r for r in inproc.rows.values() if r.case == case]:
+                if row.implementation.startswith("asgi_stream"):
+                    check(
+                        f"in-process {row.implementation} vs hand-written loop",
+                        inproc,
+                        case,
+                        row.implementation,
+                        inproc.baseline,
+                        1.0,
+                    )
+                    if inproc.peer:
+                        check(
+                            f"in-process {row.implementation} vs sse-starlette",
+                            inproc,
+                            case,
+                            row.implementation,
+                            inproc.peer,
+                            3.0,
+                        )
+    for title, label, goal, lower in [
+        ("3a throughput", "end-to-end events/s", 1.0, False),
+        ("3b latency", "end-to-end latency", 1.0, True),
+        ("3c memory", "memory per idle stream", 1.0, True),
+    ]:
+        group = by_title.get(title)
+        if group is None or group.peer is None:
+            continue
+        for case in dict.fromkeys(row.case for row in group.rows.values()):
+            if title == "3b latency" and not case.endswith("p99"):
+                continue
+            check(
+                f"{label} ({case}): asgi_stream vs sse-starlette",
+                group,
+                case,
+                "asgi_stream",
+                group.peer,
+                goal,
+                lower,
+            )
+    return lines
+
+
 def chart(groups: list[Group], path: Path) -> None:
     import matplotlib
 
@@ -446,7 +540,7 @@ def chart(groups: list[Group], path: Path) -> None:
         ("1 encoder", "Encoder: events per CPU-second", True),
         ("2 in-process", "In-process driver (asyncio): events per CPU-second", True),
         ("3a throughput", "End-to-end throughput", True),
-        ("3b latency", "End-to-end latency (ms, lower is better)", False),
+        ("3b latency", "End-to-end latency (ms), server CPU (us/event); lower is better", False),
         ("3c memory", "Server memory per idle stream (KiB, lower is better)", False),
         ("3d disconnect", "Disconnect to producer cleanup (ms, lower is better)", False),
     ]
@@ -539,10 +633,14 @@ def write_markdown(
         "",
         "Medians over interleaved rounds (A, B, C, then the next round in a rotated order). "
         "`vs baseline` is this implementation's figure divided by the baseline's of the same "
-        "case; `vs peer` divides by sse-starlette's. For `ms` and `KiB` lower is better.",
+        "case and round, median over the rounds; `vs peer` divides by sse-starlette's the "
+        "same way. For `ms`, `us/event` and `KiB` lower is better.",
         "",
     ]
     lines += table_lines(groups, markdown=True)
+    targets = target_lines(groups)
+    if targets:
+        lines += ["", "## Targets of the issue", "", *targets]
     lines += ["", "## What each benchmark measures", ""]
     for group in groups:
         lines.append(f"- **{group.title}** (baseline: {group.baseline}): " + " ".join(group.notes))
@@ -556,11 +654,74 @@ def write_markdown(
     path.write_text("\n".join(lines) + "\n")
 
 
+def to_json(groups: list[Group], info: dict[str, Any], command: str) -> dict[str, Any]:
+    return {
+        "machine": info,
+        "command": command,
+        "groups": [
+            {
+                "title": g.title,
+                "baseline": g.baseline,
+                "peer": g.peer,
+                "notes": g.notes,
+                "rows": [
+                    {
+                        "case": r.case,
+                        "implementation": r.implementation,
+                        "unit": r.unit,
+                        "higher_is_better": r.higher_is_better,
+                        "median": None if not r.values else r.value,
+                        "values": r.values,
+                        "error": r.error,
+                    }
+                    for r in g.rows.values()
+                ],
+            }
+            for g in groups
+        ],
+    }
+
+
+def from_json(raw: dict[str, Any]) -> list[Group]:
+    groups = []
+    for g in raw["groups"]:
+        group = Group(g["title"], g["baseline"], g.get("peer"), notes=list(g.get("notes", [])))
+        for r in g["rows"]:
+            row = group.row(r["case"], r["implementation"], r["unit"], r["higher_is_better"])
+            row.values = list(r["values"])
+            row.error = r["error"]
+        groups.append(group)
+    return groups
+
+
+def report(groups: list[Group], info: dict[str, Any], command: str, out: Path) -> None:
+    """Print the table and the targets; write results.md, results.png and results.json."""
+    print()
+    print("\n".join(table_lines(groups, markdown=False)))
+    print()
+    for group in groups:
+        print(f"{group.title}: baseline {group.baseline}. " + " ".join(group.notes))
+    targets = target_lines(groups)
+    if targets:
+        print("\nTargets of the issue:")
+        print("\n".join(targets))
+    out.mkdir(parents=True, exist_ok=True)
+    chart_name: str | None = "results.png"
+    try:
+        chart(groups, out / "results.png")
+    except ImportError:
+        chart_name = None
+        print("matplotlib is not installed: no chart", file=sys.stderr)
+    write_markdown(groups, info, command, out / "results.md", chart_name)
+    (out / "results.json").write_text(json.dumps(to_json(groups, info, command), indent=1) + "\n")
+    print(f"\nwrote {out / 'results.md'}", file=sys.stderr)
+
+
 # -- main ----------------------------------------------------------------------------------
 
 FULL = {
-    "rounds": 7,
-    "e2e_rounds": 3,
+    "rounds": 11,
+    "e2e_rounds": 5,
     "encoder_events": 20_000,
     "items": 20_000,
     "clients": 100,
@@ -588,6 +749,36 @@ QUICK = {
 }
 
 
+def source_revision() -> str:
+    """The git commit of the measured asgi_stream, and whether its files had local changes."""
+    root = HERE.parent
+    import asgi_stream
+
+    where = Path(asgi_stream.__file__).resolve().parent
+    if where != root / "asgi_stream":
+        return f"{where} (not this checkout)"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "asgi_stream"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return f"commit {commit}" + (" with uncommitted changes in asgi_stream/" if dirty else "")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="asgi_stream vs sse-starlette, Starlette, FastAPI and a hand-written loop.",
@@ -598,6 +789,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only", default="encoder,inprocess,e2e", help="comma-separated: encoder,inprocess,e2e"
     )
     parser.add_argument("--no-trio", action="store_true", help="skip the in-process run on trio")
+    parser.add_argument(
+        "--replot",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="measure nothing: rewrite the table, results.md and the chart from a results.json",
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -630,8 +827,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.replot is not None:
+        raw = json.loads(args.replot.read_text())
+        report(from_json(raw), raw["machine"], raw["command"], args.out)
+        return 0
     command = "python benchmarks/run.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     info = machine_info()
+    info["asgi_stream source"] = source_revision()
     print(f"machine: {info['cpu']}, {info['cores']} cores, {info['python']}", file=sys.stderr)
 
     def stop(signum: int, frame: Any) -> None:
@@ -658,44 +860,7 @@ def main(argv: list[str] | None = None) -> int:
         info["load average (end)"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     info["total run time"] = f"{time.monotonic() - started:.0f} s"
 
-    print()
-    print("\n".join(table_lines(groups, markdown=False)))
-    print()
-    for group in groups:
-        print(f"{group.title}: baseline {group.baseline}. " + " ".join(group.notes))
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    chart_name: str | None = "results.png"
-    try:
-        chart(groups, args.out / "results.png")
-    except ImportError:
-        chart_name = None
-        print("matplotlib is not installed: no chart", file=sys.stderr)
-    write_markdown(groups, info, command, args.out / "results.md", chart_name)
-    raw = {
-        "machine": info,
-        "command": command,
-        "groups": [
-            {
-                "title": g.title,
-                "baseline": g.baseline,
-                "rows": [
-                    {
-                        "case": r.case,
-                        "implementation": r.implementation,
-                        "unit": r.unit,
-                        "median": None if not r.values else r.value,
-                        "values": r.values,
-                        "error": r.error,
-                    }
-                    for r in g.rows.values()
-                ],
-            }
-            for g in groups
-        ],
-    }
-    (args.out / "results.json").write_text(json.dumps(raw, indent=1) + "\n")
-    print(f"\nwrote {args.out / 'results.md'}", file=sys.stderr)
+    report(groups, info, command, args.out)
     failed = [
         r for g in groups for r in g.rows.values() if r.error and "not installed" not in r.error
     ]
