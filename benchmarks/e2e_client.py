@@ -95,12 +95,15 @@ async def latency(
     target: dict[str, Any], clients: int, events: int, interval: float, settle: float
 ) -> dict[str, float]:
     """Samples are only the events created ``settle`` seconds after the last client got its
-    first event: the connection ramp-up is not measured. Each client leaves after ``events``
-    samples (the server's streams are longer)."""
+    first event, until every client has ``events`` samples: neither the connection ramp-up nor
+    the clients leaving (1,000 disconnects at once) is measured. The server's streams are longer
+    than that; the clients leave together at the end."""
     latencies: list[float] = []
     connected = 0
     all_connected = anyio.Event()
     measure_from = [float("inf")]
+    finished = 0
+    all_finished = anyio.Event()
     # CPU use in the steady state: from measure_from until the first client leaves.
     window: dict[str, float] = {}
     pid = target["pid"]
@@ -117,7 +120,7 @@ async def latency(
     ) as client:
 
         async def one(k: int) -> None:
-            nonlocal connected
+            nonlocal connected, finished
             samples = 0
             await gate.acquire()
             held = True
@@ -143,12 +146,15 @@ async def latency(
                                     measure_from[0] = now + settle
                                     all_connected.set()
                             created = json.loads(data.group(1))["t"]
-                            if created >= measure_from[0]:
+                            if created >= measure_from[0] and samples < events:
                                 latencies.append(now - created)
                                 samples += 1
-                        if samples >= events:
-                            if "wall1" not in window:
-                                snapshot("1")
+                                if samples == events:
+                                    finished += 1
+                                    if finished == clients:
+                                        snapshot("1")
+                                        all_finished.set()
+                        if all_finished.is_set():
                             return
                 raise RuntimeError("a stream ended early")
             finally:

@@ -333,8 +333,9 @@ def bench_e2e(args: argparse.Namespace) -> list[Group]:
     g["latency"].notes.append(
         f"{args.latency_clients} concurrent clients at one event every {args.interval} s "
         "(phases spread evenly), from the timestamp inside each event to its arrival; "
-        f"ramp-up excluded, {args.latency_events} samples per client. Wall-clock latency on a "
-        "shared machine follows its load; the server's CPU time per event in the steady state "
+        "ramp-up and the final disconnects excluded, "
+        f"{args.latency_events} samples per client. Wall-clock latency on a shared machine "
+        "follows its load; the server's CPU time per event in the steady state "
         "(/proc/<pid>/stat) is the steadier figure."
     )
     g["memory"].notes.append(
@@ -536,18 +537,25 @@ def chart(groups: list[Group], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     by_title = {g.title: g for g in groups}
-    panels = [
-        ("1 encoder", "Encoder: events per CPU-second", True),
-        ("2 in-process", "In-process driver (asyncio): events per CPU-second", True),
-        ("3a throughput", "End-to-end throughput", True),
-        ("3b latency", "End-to-end latency (ms), server CPU (us/event); lower is better", False),
-        ("3c memory", "Server memory per idle stream (KiB, lower is better)", False),
-        ("3d disconnect", "Disconnect to producer cleanup (ms, lower is better)", False),
+    # (group, title, unit shown: None for all the group's rows)
+    panels: list[tuple[str, str, str | None]] = [
+        ("1 encoder", "Encoder: events per CPU-second", None),
+        ("2 in-process", "In-process driver (asyncio): events per CPU-second", None),
+        ("2 in-process (trio)", "In-process driver (trio): events per CPU-second", None),
+        ("3a throughput", "End-to-end: 100 clients as fast as possible (events/s)", None),
+        ("3b latency", "End-to-end latency (ms, lower is better)", "ms"),
+        (
+            "3b latency",
+            "Server CPU per event at 2 events/s/client (us, lower is better)",
+            "us/event",
+        ),
+        ("3c memory", "Server memory per idle stream (KiB, lower is better)", None),
+        ("3d disconnect", "Disconnect to producer cleanup (ms, lower is better)", None),
     ]
     panels = [p for p in panels if p[0] in by_title]
-    cols = min(3, len(panels)) or 1
+    cols = min(4, len(panels)) or 1
     rows = math.ceil(len(panels) / cols) or 1
-    fig, axes = plt.subplots(rows, cols, figsize=(6.4 * cols, 5.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.6 * cols, 5.4 * rows), squeeze=False)
     palette = {
         "hand-written loop": "#7f7f7f",
         "asgi_stream": "#1f77b4",
@@ -568,9 +576,10 @@ def chart(groups: list[Group], path: Path) -> None:
     def tick(value: float, _pos: object) -> str:
         return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:g}"
 
-    for ax, (title, label, _higher) in zip(axes.flat, panels, strict=False):
+    for ax, (title, label, unit) in zip(axes.flat, panels, strict=False):
         group = by_title[title]
-        cases = list(dict.fromkeys(row.case for row in group.rows.values()))
+        shown = [row for row in group.rows.values() if unit is None or row.unit == unit]
+        cases = list(dict.fromkeys(row.case for row in shown))
         impls = list(dict.fromkeys(row.implementation for row in group.rows.values()))
         width = 0.8 / max(1, len(impls))
         for i, impl in enumerate(impls):
@@ -829,9 +838,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.replot is not None:
         raw = json.loads(args.replot.read_text())
-        report(from_json(raw), raw["machine"], raw["command"], args.out)
+        report(from_json(raw), raw["machine"], raw["command"].strip(), args.out)
         return 0
-    command = "python benchmarks/run.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = shlex.join(["python", "benchmarks/run.py", *(sys.argv[1:] if argv is None else argv)])
     info = machine_info()
     info["asgi_stream source"] = source_revision()
     print(f"machine: {info['cpu']}, {info['cores']} cores, {info['python']}", file=sys.stderr)
