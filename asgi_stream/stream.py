@@ -282,7 +282,10 @@ class Stream:
         """Encode and enqueue one event; never blocks. ``False`` once the stream is closed."""
         if self._reason is not None:
             return False
-        frame = self._encode(data, event=event, id=id, retry=retry, default_event=self._event)
+        if event is None and id is None and retry is None and self._event is None:
+            frame = self._encode(data)  # the hot path: no keyword arguments to pass
+        else:
+            frame = self._encode(data, event=event, id=id, retry=retry, default_event=self._event)
         return self._push(frame) if frame else True
 
     def close(self) -> None:
@@ -497,6 +500,7 @@ class Stream:
             return
         iterator = self._iterator
         low_water = self._low_water
+        put = self._put if self._mode == "proxy" else self.send  # one call less per item
         deadline = time.monotonic() + _TIME_SLICE
         if self._queued >= low_water:
             deadline = await self._pause()
@@ -506,14 +510,18 @@ class Stream:
             pass
         elif isinstance(iterator, Iterator):
             for item in iterator:
-                self._put(item)
+                if self._wakeup is not None:  # the writer caught up: the loop ran meanwhile
+                    deadline = time.monotonic() + _TIME_SLICE
+                put(item)
                 if self._queued >= low_water or time.monotonic() >= deadline:
                     deadline = await self._pause()
                 if self._reason is not None:
                     return
         elif iterator is not None:
             async for item in iterator:
-                self._put(item)
+                if self._wakeup is not None:  # the writer caught up: the loop ran meanwhile
+                    deadline = time.monotonic() + _TIME_SLICE
+                put(item)
                 if self._queued >= low_water or time.monotonic() >= deadline:
                     deadline = await self._pause()
                 if self._reason is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import json.encoder
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
@@ -97,6 +98,21 @@ _JSON = json.JSONEncoder(
 )
 
 
+# CPython's C encoder (None elsewhere), called the way JSONEncoder.iterencode calls it for
+# _JSON, without the two Python frames and the closure that iterencode builds per call.
+_c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+
+
+def _json_compact(obj: Any) -> str:
+    """``_JSON.encode(obj)`` for a dict or list: the same output and the same errors."""
+    if _c_make_encoder is None:
+        return _JSON.encode(obj)
+    encode = _c_make_encoder(
+        {}, _json_default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+    return "".join(encode(obj, 0))
+
+
 def json_dumps(obj: Any) -> str:
     """Compact, non-ASCII-escaped JSON; the output never contains a raw CR or LF."""
     dump_json = getattr(type(obj), "model_dump_json", None)
@@ -122,7 +138,7 @@ def _data_lines(text: str) -> bytes:
     raw = _utf8(text)  # CR and LF never occur inside a multi-byte UTF-8 sequence
     if b"\n" not in raw and b"\r" not in raw:
         return b"data: " + raw + b"\n"
-    return b"".join(b"data: " + line + b"\n" for line in _LINE_BREAK_BYTES.split(raw))
+    return b"data: " + b"\ndata: ".join(_LINE_BREAK_BYTES.split(raw)) + b"\n"
 
 
 def _text_of(data: Any) -> str:
@@ -138,6 +154,45 @@ def encode_sse(
     default_event: str | None = None,
 ) -> bytes:
     """Encode one ``send()`` call as an SSE frame; ``b""`` means nothing to send."""
+    cls = type(data)
+    if cls is str or cls is dict or cls is list:
+        # The per-event hot path: str, dict or list data. Fields are validated as below, the
+        # frame is built as one str and encoded once. On any encoding problem it falls
+        # through to the general path, which raises the precise error.
+        if (event is not None or id is not None or retry is not None) and not (
+            (event is None or (type(event) is str and "\n" not in event and "\r" not in event))
+            and (
+                id is None
+                or type(id) is int
+                or (type(id) is str and "\n" not in id and "\r" not in id and "\0" not in id)
+            )
+            and (retry is None or (type(retry) is int and retry >= 0))
+        ):
+            _check_fields(event, id, retry)  # raises, or accepts a subclass of str or int
+        text: str | None
+        if cls is str:
+            if not data:
+                return b""  # as in the original: nothing to send
+            lines = data.replace("\r\n", "\n").replace("\r", "\n") if "\r" in data else data
+            text = "data: " + lines.replace("\n", "\ndata: ") + "\n\n"
+        else:
+            try:  # JSON never contains a raw CR or LF: one data line
+                text = "data: " + _json_compact(data) + "\n\n"
+            except ValueError:  # NaN, a circular reference
+                text = None
+        if text is not None:
+            name = default_event if event is None else event
+            if id is not None or name is not None or retry is not None:
+                text = (
+                    ("" if id is None else "id: " + (id if type(id) is str else str(id)) + "\n")
+                    + ("" if name is None else "event: " + name + "\n")
+                    + ("" if retry is None else f"retry: {int(retry)}\n")
+                    + text
+                )
+            try:
+                return text.encode()
+            except UnicodeEncodeError:  # a lone surrogate: the general path names the field
+                pass
     if isinstance(data, _RAW):
         if event is not None or id is not None or retry is not None:
             raise TypeError("bytes are pre-encoded wire data: event, id and retry cannot be added")

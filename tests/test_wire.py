@@ -961,3 +961,77 @@ def test_property_text_format_is_utf8(text: str) -> None:
 def test_property_header_values_with_line_breaks_are_refused(value: str) -> None:
     with pytest.raises(ValueError):
         normalize_headers({"x-test": value})
+
+
+# --------------------------------------------------------------------------------------
+# The hot path (exact str, dict and list) against the general path (their subclasses):
+# the same bytes, and the same error type and message, for good and bad input alike.
+
+
+class _Str(str):
+    pass
+
+
+class _Dict(dict):  # type: ignore[type-arg]
+    pass
+
+
+class _List(list):  # type: ignore[type-arg]
+    pass
+
+
+def _outcome(data: Any, **fields: Any) -> bytes | tuple[str, str]:
+    try:
+        return encode_sse(data, **fields)
+    except Exception as exc:  # compared, not swallowed
+        return type(exc).__name__, str(exc)
+
+
+_ANY_FIELD = st.none() | st.text(max_size=4) | st.integers(-3, 3) | st.booleans() | st.floats()
+_BAD_JSON = st.sampled_from([float("nan"), float("inf"), object(), b"x", {1, 2}, "\ud800"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    data=TEXT | st.text(max_size=6) | JSON_CONTAINERS | st.lists(_BAD_JSON, min_size=1, max_size=2),
+    event=_ANY_FIELD | EVENT_NAMES,
+    id=_ANY_FIELD | IDS,
+    retry=_ANY_FIELD | RETRIES,
+    default_event=st.none() | EVENT_NAMES,
+)
+def test_property_hot_path_equals_general_path(
+    data: Any, event: Any, id: Any, retry: Any, default_event: str | None
+) -> None:
+    cls = type(data)
+    general = {str: _Str, dict: _Dict, list: _List}[cls](data)
+    fields = {"event": event, "id": id, "retry": retry, "default_event": default_event}
+    expected = _outcome(general, **fields)
+    if isinstance(expected, tuple):  # the message names the type it was given
+        expected = expected[0], expected[1].replace(type(general).__name__, cls.__name__)
+    assert _outcome(data, **fields) == expected
+
+
+def test_hot_path_refuses_what_the_general_path_refuses() -> None:
+    """The fast path's own inline checks, one bad field or value at a time."""
+    for data in ("x", {"a": 1}, [1]):
+        for fields in (
+            {"event": "a\nb"},
+            {"id": "a\rb"},
+            {"id": "a\0b"},
+            {"id": True},
+            {"retry": -1},
+            {"retry": 1.5},
+            {"event": 1},
+        ):
+            with pytest.raises((TypeError, ValueError)):
+                encode_sse(data, **fields)
+    with pytest.raises(ValueError, match="data is not valid Unicode"):
+        encode_sse("\ud800")
+    with pytest.raises(ValueError, match="cannot encode dict as JSON"):
+        encode_sse({"a": float("nan")})
+    circular: list[Any] = []
+    circular.append(circular)
+    with pytest.raises(ValueError, match="cannot encode list as JSON"):
+        encode_sse(circular)
+    with pytest.raises(TypeError, match="cannot encode an object of type object as JSON"):
+        encode_sse({"a": object()})
