@@ -1,9 +1,9 @@
 """The driver: runs one Stream against one ASGI ``send``/``receive``.
 
-Every way a Stream reaches a client goes through :func:`drive`: one task watches ``receive``
-for the disconnect, one writer drains the Stream's bounded queue into ``send`` (coalescing
-frames that already wait), one task runs the producer, and an optional heartbeat task
-queues a ``: ping`` comment after ``ping`` ms without a write.
+Every way a Stream reaches a client goes through :func:`drive`: the calling task watches
+``receive`` for the disconnect, one task starts the response and runs the producer, and one
+writer drains the Stream's bounded queue into ``send`` (coalescing frames that already wait)
+and queues a ``: ping`` comment after ``ping`` ms without a write.
 """
 
 from __future__ import annotations
@@ -61,15 +61,6 @@ async def drive(
     await drive_claimed(stream, scope, receive, send, ping=ping, max_buffer=max_buffer)
 
 
-class _Activity:
-    """When the writer last wrote, for the heartbeat."""
-
-    __slots__ = ("last_write",)
-
-    def __init__(self) -> None:
-        self.last_write = anyio.current_time()
-
-
 async def drive_claimed(
     stream: Stream,
     scope: Scope,
@@ -89,33 +80,32 @@ async def drive_claimed(
         # trio worker shields it): the writer lives in the outer group, so that when the
         # inner one ends (completion, disconnect, slow client, shutdown) the cleanup and
         # on_close run at once, and only then does the driver wait out a stuck write.
+        # Two tasks per stream, not four: the calling task watches for the disconnect, and
+        # the writer queues the heartbeat itself (an open stream's memory is mostly tasks).
         async with anyio.create_task_group() as writing:
             async with anyio.create_task_group() as tg:
                 stream._abort = tg.cancel_scope.cancel
 
-                async def watch_disconnect() -> None:
-                    try:
-                        while (await receive())["type"] != "http.disconnect":
-                            pass
-                    except Exception:  # a broken receive: the client is as good as gone
-                        logger.warning("receive() failed (%s)", where, exc_info=True)
-                    stream._end("disconnect")
+                async def write() -> None:
+                    await _write(stream, send, where, stream._ping_seconds)
                     tg.cancel_scope.cancel()
 
-                async def write(activity: _Activity) -> None:
-                    await _write(stream, send, where, activity)
+                async def run() -> None:
+                    """Start the response, then the writer, then the producer."""
+                    if await _start(stream, send, where, head=head):
+                        writing.start_soon(write)
+                        if not head:
+                            await stream._run(where)
+                        return  # the writer ends the group once everything is written
                     tg.cancel_scope.cancel()
 
-                tg.start_soon(watch_disconnect)
-                if await _start(stream, send, where, head=head):
-                    activity = _Activity()
-                    if not head:
-                        tg.start_soon(stream._run, where)
-                        interval = stream._ping_seconds
-                        if interval is not None:
-                            tg.start_soon(_heartbeat, stream, interval, activity)
-                    writing.start_soon(write, activity)
-                    await anyio.sleep_forever()  # until write() or an abort cancels the group
+                tg.start_soon(run)
+                try:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                except Exception:  # a broken receive: the client is as good as gone
+                    logger.warning("receive() failed (%s)", where, exc_info=True)
+                stream._end("disconnect")
                 tg.cancel_scope.cancel()
             writing.cancel_scope.cancel()
             with anyio.CancelScope(shield=True):
@@ -171,14 +161,27 @@ async def _answer(send: ASGISendCallable, status: int, text: str) -> None:
         await send_plain(send, status, text)
 
 
-async def _write(stream: Stream, send: ASGISendCallable, where: str, activity: _Activity) -> None:
-    """Write queued frames until the stream is closed, then the final empty body."""
+async def _write(stream: Stream, send: ASGISendCallable, where: str, ping: float | None) -> None:
+    """Write queued frames until the stream is closed, then the final empty body.
+
+    With a ``ping`` interval, a writer that found nothing to write for that long queues a
+    ``: ping`` comment. It goes through the queue like any frame, so it counts towards
+    ``max_buffer`` and never follows a close."""
     try:
-        while chunk := await stream._next_chunk():
+        last_write = anyio.current_time()
+        while True:
+            if ping is not None and not stream._ready():
+                with anyio.CancelScope(deadline=last_write + ping):
+                    await stream._wait_frames()
+                if not stream._ready():
+                    stream._push(PING)
+            chunk = await stream._next_chunk()
+            if not chunk:
+                break
             stream._writing = True
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             stream._writing = False
-            activity.last_write = anyio.current_time()
+            last_write = anyio.current_time()
         if stream._reason not in ("disconnect", "slow-client"):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
     except OSError:  # whatever the server's spec_version: the client is gone
@@ -186,15 +189,3 @@ async def _write(stream: Stream, send: ASGISendCallable, where: str, activity: _
     except Exception:
         logger.exception("sending the stream failed (%s)", where)
         stream._end("error")
-
-
-async def _heartbeat(stream: Stream, interval: float, activity: _Activity) -> None:
-    """Queue a comment frame after ``interval`` seconds without a write. It goes through the
-    queue like any frame, so it counts towards ``max_buffer`` and never follows a close."""
-    while stream._reason is None:
-        idle = anyio.current_time() - activity.last_write
-        if idle >= interval:
-            if not stream._frames:
-                stream._push(PING)
-            idle = 0
-        await anyio.sleep(interval - idle)

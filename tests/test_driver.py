@@ -433,6 +433,24 @@ async def test_drain_waits_for_room_and_returns_when_there_is() -> None:
         stream.close()
 
 
+async def test_an_open_stream_costs_two_tasks_besides_the_callers() -> None:
+    """Memory per open stream is mostly tasks: the caller watches for the disconnect, the
+    writer queues the heartbeat, so only a producer and a writer are spawned."""
+
+    async def idle() -> AsyncIterator[str]:
+        yield "first"
+        await anyio.sleep_forever()
+
+    stream, peer = Stream(idle(), ping=5), Peer()
+    before = len(anyio.get_running_tasks())
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stream, peer.scope, peer.receive, peer.send)
+        await peer.wait_for(lambda: peer.body.count(b": ping\n\n") >= 2)
+        assert len(anyio.get_running_tasks()) == before + 1 + 2
+        peer.disconnect()
+    assert stream.closed and len(anyio.get_running_tasks()) == before
+
+
 # -- heartbeat -----------------------------------------------------------------------------
 
 
