@@ -1,15 +1,16 @@
 """The driver: runs one Stream against one ASGI ``send``/``receive``.
 
 Every way a Stream reaches a client goes through :func:`drive`: the calling task watches
-``receive`` for the disconnect, one task starts the response and runs the producer, and one
-writer drains the Stream's bounded queue into ``send`` (coalescing frames that already wait)
-and queues a ``: ping`` comment after ``ping`` ms without a write.
+``receive`` for the disconnect and keeps the heartbeat (a ``: ping`` comment after ``ping``
+ms without a write), one task starts the response and runs the producer, and one writer
+drains the Stream's bounded queue into ``send`` (coalescing frames that already wait).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from typing import TYPE_CHECKING
 
 import anyio
@@ -80,19 +81,21 @@ async def drive_claimed(
         # trio worker shields it): the writer lives in the outer group, so that when the
         # inner one ends (completion, disconnect, slow client, shutdown) the cleanup and
         # on_close run at once, and only then does the driver wait out a stuck write.
-        # Two tasks per stream, not four: the calling task watches for the disconnect, and
-        # the writer queues the heartbeat itself (an open stream's memory is mostly tasks).
+        # Two tasks per stream, not four: the calling task waits for the disconnect and keeps
+        # the heartbeat as a timeout on that wait (an open stream's memory is mostly tasks).
+        heartbeat = _Heartbeat(stream)
         async with anyio.create_task_group() as writing:
             async with anyio.create_task_group() as tg:
                 stream._abort = tg.cancel_scope.cancel
 
                 async def write() -> None:
-                    await _write(stream, send, where, stream._ping_seconds)
+                    await _write(stream, send, where, heartbeat)
                     tg.cancel_scope.cancel()
 
                 async def run() -> None:
                     """Start the response, then the writer, then the producer."""
                     if await _start(stream, send, where, head=head):
+                        heartbeat.arm()
                         writing.start_soon(write)
                         if not head:
                             await stream._run(where)
@@ -101,8 +104,7 @@ async def drive_claimed(
 
                 tg.start_soon(run)
                 try:
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
+                    await _until_disconnect(receive, heartbeat)
                 except Exception:  # a broken receive: the client is as good as gone
                     logger.warning("receive() failed (%s)", where, exc_info=True)
                 stream._end("disconnect")
@@ -161,27 +163,61 @@ async def _answer(send: ASGISendCallable, status: int, text: str) -> None:
         await send_plain(send, status, text)
 
 
-async def _write(stream: Stream, send: ASGISendCallable, where: str, ping: float | None) -> None:
-    """Write queued frames until the stream is closed, then the final empty body.
+class _Heartbeat:
+    """A ``: ping`` comment after ``ping`` ms without a write, once the response started.
 
-    With a ``ping`` interval, a writer that found nothing to write for that long queues a
-    ``: ping`` comment. It goes through the queue like any frame, so it counts towards
-    ``max_buffer`` and never follows a close."""
+    It is a timeout on the wait for the disconnect, re-armed from the last write when it
+    expires, so that it costs neither a task nor anything per event. The ping goes through
+    the queue like any frame: it counts towards ``max_buffer`` and never follows a close."""
+
+    __slots__ = ("interval", "last_write", "pinged", "stream", "timer")
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self.interval: float | None = None
+        self.last_write = self.pinged = -math.inf
+        self.timer: anyio.CancelScope | None = None
+
+    def arm(self) -> None:
+        """The response started: from now on, ping while nothing is written."""
+        self.interval = self.stream._ping_seconds  # known for sure only now (proxy or not)
+        self.last_write = anyio.current_time()
+        if self.timer is not None:
+            self.timer.deadline = self.deadline()
+
+    def deadline(self) -> float:
+        if self.interval is None:
+            return math.inf
+        return max(self.last_write, self.pinged) + self.interval
+
+    def expired(self) -> None:
+        assert self.interval is not None
+        now = anyio.current_time()
+        if now - self.last_write >= self.interval:
+            stream = self.stream
+            if stream._reason is None and not stream._frames:
+                stream._push(PING)
+            self.pinged = now  # queued, or the writer is stuck: look again in one interval
+
+
+async def _until_disconnect(receive: ASGIReceiveCallable, heartbeat: _Heartbeat) -> None:
+    """Return when the client has disconnected; beat the heartbeat meanwhile."""
+    while True:
+        with anyio.CancelScope(deadline=heartbeat.deadline()) as heartbeat.timer:
+            if (await receive())["type"] == "http.disconnect":
+                return
+            continue
+        heartbeat.expired()  # only its own deadline ends the scope without leaving the loop
+
+
+async def _write(stream: Stream, send: ASGISendCallable, where: str, heartbeat: _Heartbeat) -> None:
+    """Write queued frames until the stream is closed, then the final empty body."""
     try:
-        last_write = anyio.current_time()
-        while True:
-            if ping is not None and not stream._ready():
-                with anyio.CancelScope(deadline=last_write + ping):
-                    await stream._wait_frames()
-                if not stream._ready():
-                    stream._push(PING)
-            chunk = await stream._next_chunk()
-            if not chunk:
-                break
+        while chunk := await stream._next_chunk():
             stream._writing = True
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             stream._writing = False
-            last_write = anyio.current_time()
+            heartbeat.last_write = anyio.current_time()
         if stream._reason not in ("disconnect", "slow-client"):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
     except OSError:  # whatever the server's spec_version: the client is gone

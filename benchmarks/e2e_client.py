@@ -19,10 +19,12 @@ order from round to round); one JSON line per server is printed:
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
 import traceback
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +48,15 @@ def _limits(connections: int, keepalive: bool = True) -> httpx.Limits:
     )
 
 
-async def _count_events(response: httpx.Response, stop_at: int | None = None) -> int:
-    """Events in a streamed SSE body (blank-line terminated), without parsing them."""
+async def _count_events(chunks: AsyncIterator[bytes], stop_at: int | None = None) -> int:
+    """Events in a streamed SSE body (blank-line terminated), without parsing them.
+
+    ``chunks`` is the caller's ``response.aiter_raw()``: a caller that stops early and wants
+    the stream to stay open must keep that iterator referenced, because httpx closes the
+    response when the iterator is garbage-collected."""
     count = 0
     tail = b""
-    async for chunk in response.aiter_raw():
+    async for chunk in chunks:
         buf = tail + (chunk.replace(b"\r", b"") if b"\r" in chunk else chunk)
         count += buf.count(b"\n\n")
         tail = b"\n" if buf.endswith(b"\n") and not buf.endswith(b"\n\n") else b""
@@ -73,7 +79,7 @@ async def throughput(target: dict[str, Any], clients: int, events: int) -> dict[
         async def one(k: int) -> None:
             async with client.stream("GET", f"/stream?n={events}") as response:
                 response.raise_for_status()
-                counts[k] = await _count_events(response)
+                counts[k] = await _count_events(response.aiter_raw())
 
         cpu0, t0 = cpu_seconds(pid), time.perf_counter()
         async with anyio.create_task_group() as tg:
@@ -198,9 +204,10 @@ async def _hold_idle(client: httpx.AsyncClient, streams: int, settle: float, pid
         nonlocal ready
         async with gate:
             response = await client.send(client.build_request("GET", "/idle"), stream=True)
+            chunks = response.aiter_raw()  # held until release: dropping it closes the stream
             try:
                 response.raise_for_status()
-                if await _count_events(response, stop_at=1) < 1:
+                if await _count_events(chunks, stop_at=1) < 1:
                     raise RuntimeError("an idle stream ended before its first event")
             except BaseException:
                 await response.aclose()
@@ -220,7 +227,10 @@ async def _hold_idle(client: httpx.AsyncClient, streams: int, settle: float, pid
         await all_ready.wait()
         await anyio.sleep(settle)
         rss = vm_rss_kib(pid)
+        open_fds = len(os.listdir(f"/proc/{pid}/fd"))
         release.set()
+    if open_fds < streams:  # each open stream is one connection, so one socket, in the server
+        raise RuntimeError(f"the server holds {open_fds} files for {streams} open streams")
     return rss
 
 
@@ -255,7 +265,8 @@ async def cleanup(target: dict[str, Any], repeats: int, tag: str) -> dict[str, f
             ident = f"{tag}-{k}"
             async with streams.stream("GET", f"/track?id={ident}") as response:
                 response.raise_for_status()
-                await _count_events(response, stop_at=2)
+                chunks = response.aiter_raw()
+                await _count_events(chunks, stop_at=2)
                 left = time.monotonic()
             # The body was not read to its end: leaving the block closed the connection.
             while True:
