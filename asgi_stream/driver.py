@@ -92,6 +92,9 @@ async def drive_claimed(
                     await _write(stream, send, where, heartbeat)
                     tg.cancel_scope.cancel()
 
+                async def write_now() -> None:
+                    await _write_now(stream, send, where, heartbeat)
+
                 async def run() -> None:
                     """Start the response, then the writer, then the producer."""
                     if await _start(stream, send, where, head=head):
@@ -102,6 +105,7 @@ async def drive_claimed(
                         return  # the writer ends the group once everything is written
                     tg.cancel_scope.cancel()
 
+                stream._write_now = write_now
                 tg.start_soon(run)
                 try:
                     await _until_disconnect(receive, heartbeat)
@@ -113,7 +117,7 @@ async def drive_claimed(
             with anyio.CancelScope(shield=True):
                 await stream._cleanup()
     finally:
-        stream._abort = None
+        stream._abort = stream._write_now = None
         with anyio.CancelScope(shield=True):
             await stream._cleanup()  # idempotent: covers an exception or outer cancellation
 
@@ -208,6 +212,24 @@ async def _until_disconnect(receive: ASGIReceiveCallable, heartbeat: _Heartbeat)
                 return
             continue
         heartbeat.expired()  # only its own deadline ends the scope without leaving the loop
+
+
+async def _write_now(
+    stream: Stream, send: ASGISendCallable, where: str, heartbeat: _Heartbeat
+) -> None:
+    """Write what is queued from the calling task while the writer is parked
+    (``Stream._put_and_write``)."""
+    try:
+        if chunk := stream._take():
+            stream._writing = True
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            stream._writing = False
+            heartbeat.last_write = anyio.current_time()
+    except OSError:
+        stream._end("disconnect")
+    except Exception:
+        logger.exception("sending the stream failed (%s)", where)
+        stream._end("error")
 
 
 async def _write(stream: Stream, send: ASGISendCallable, where: str, heartbeat: _Heartbeat) -> None:

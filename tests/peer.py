@@ -20,6 +20,7 @@ class Peer:
         headers: list[tuple[bytes, bytes]] | None = None,
         stall_after: int | None = None,
         fail_after: int | None = None,
+        hold_at: int | None = None,
     ) -> None:
         self.scope: dict[str, Any] = {
             "type": "http",
@@ -39,6 +40,10 @@ class Peer:
         self.stall_after = stall_after  # body messages accepted before writes block forever
         self.fail_after = fail_after  # body messages accepted before writes raise OSError
         self.stalled = anyio.Event()
+        self.hold_at = hold_at  # this body message waits for release() (0 = the first body)
+        self.held = anyio.Event()
+        self._released = anyio.Event()
+        self.senders: list[int] = []  # the task that sent each body message
         self._left = anyio.Event()
         self._request_sent = False
         self._changed = anyio.Event()
@@ -57,6 +62,10 @@ class Peer:
         if self._left.is_set():
             self.sent_after_disconnect += 1
         if message["type"] == "http.response.body":
+            self.senders.append(anyio.get_current_task().id)
+            if self.hold_at == len(self.bodies) and not self._released.is_set():
+                self.held.set()
+                await self._released.wait()
             if self.stall_after is not None and len(self.bodies) >= self.stall_after:
                 self.stalled.set()
                 await anyio.sleep_forever()
@@ -67,6 +76,9 @@ class Peer:
         self._changed = anyio.Event()
 
     # -- what the test does and sees -----------------------------------------------------
+
+    def release(self) -> None:
+        self._released.set()
 
     def disconnect(self) -> None:
         self._left.set()
