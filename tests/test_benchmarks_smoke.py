@@ -1,7 +1,8 @@
 """CI keeps the benchmarks working: a tiny run of ``benchmarks/run.py --quick``.
 
 Not a timed test: nothing here asserts a speed, only that every benchmark still runs end to end
-and reports. Peers that are not installed (the ``bench`` extra) are reported as such.
+and reports, sse-starlette included (the ``test`` extra installs it). The chart needs
+matplotlib (the ``bench`` extra) and is checked where it is installed.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def test_quick_benchmark_runs_and_prints_the_table(tmp_path: Path) -> None:
     rows = [line for line in lines if line.startswith(("1 ", "2 ", "3"))]
     assert any("asgi_stream" in row for row in rows), report
     assert any("hand-written loop" in row for row in rows), report
+    assert any("sse-starlette" in row for row in rows), report  # the peer (test extra)
     assert not any(" error " in row for row in rows), report
     markdown = (tmp_path / "results.md").read_text()
     assert "| benchmark |" in markdown and "## Machine" in markdown
