@@ -11,6 +11,8 @@ order from round to round); one JSON line per server is printed:
                 (from /proc/<pid>/stat)
     latency     C concurrent clients at one event every S seconds: p50/p99 of the time from
                 the event's creation (a timestamp inside it) to its arrival at the client
+                (bare sockets with h11, timestamped as the loop hands the bytes over: with
+                1,000 httpx streams the client process's own scheduling was most of it)
     memory      server VmRSS before and with C idle open streams: KiB per stream
     cleanup     R times: read two events, disconnect, and ask the server when the producer's
                 ``finally`` ran: milliseconds from disconnect to cleanup
@@ -18,17 +20,19 @@ order from round to round); one JSON line per server is printed:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import sys
 import time
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
+import h11
 import httpx
 
 if sys.version_info < (3, 11):
@@ -97,6 +101,56 @@ async def throughput(target: dict[str, Any], clients: int, events: int) -> dict[
     }
 
 
+class _TickReader(asyncio.Protocol):
+    """One latency client on a bare socket, HTTP/1.1 parsed by h11 (httpx's own parser): the
+    clock is read the moment the event loop hands the bytes over, with no task wake-up and
+    no HTTP client stack between the socket and the timestamp, so that the figure is the
+    server's latency rather than the client process's."""
+
+    def __init__(self, path: str, host: str, on_event: Callable[[float, bytes], None]) -> None:
+        self.path, self.host, self.on_event = path, host, on_event
+        self.http = h11.Connection(h11.CLIENT)
+        self.body = b""
+        self.first = anyio.Event()  # the first event arrived, or the stream ended
+        self.started = False
+        self.samples = 0
+        self.error = ""
+        self.on_end: Callable[[], None] = lambda: None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        request = h11.Request(
+            method="GET",
+            target=self.path,
+            headers=[("host", self.host), ("accept", "text/event-stream")],
+        )
+        transport.write(self.http.send(request) + (self.http.send(h11.EndOfMessage()) or b""))
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        self.http.receive_data(data)
+        while (event := self.http.next_event()) is not h11.NEED_DATA:
+            if isinstance(event, h11.Response) and event.status_code != 200:
+                self._end(f"status {event.status_code}")
+            elif isinstance(event, h11.Data):
+                self.body += bytes(event.data)
+                while match := _EVENT_END.search(self.body):
+                    block, self.body = self.body[: match.start()], self.body[match.end() :]
+                    if line := _DATA_LINE.search(block):  # else a comment (heartbeat)
+                        self.on_event(now, line.group(1))
+            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                self._end("the response ended")
+                return
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(f"connection lost: {exc}")
+
+    def _end(self, why: str) -> None:
+        self.error = self.error or why
+        self.first.set()
+        self.on_end()
+
+
 async def latency(
     target: dict[str, Any], clients: int, events: int, interval: float, settle: float
 ) -> dict[str, float]:
@@ -120,62 +174,65 @@ async def latency(
         window["client" + suffix] = time.process_time()
         window["samples" + suffix] = len(latencies)
 
+    def on_event(k: int, now: float, data: bytes) -> None:
+        nonlocal connected, finished
+        reader = readers[k]
+        if not reader.started:
+            reader.started = True
+            reader.first.set()
+            connected += 1
+            if connected == clients:
+                measure_from[0] = now + settle
+                all_connected.set()
+        created = json.loads(data)["t"]
+        if created >= measure_from[0] and reader.samples < events:
+            latencies.append(now - created)
+            reader.samples += 1
+            if reader.samples == events:
+                finished += 1
+                if finished == clients:
+                    snapshot("1")
+                    all_finished.set()
+
+    loop = asyncio.get_running_loop()
+    host, port = target["url"].removeprefix("http://").rsplit(":", 1)
+    readers: dict[int, _TickReader] = {}
     gate = anyio.Semaphore(100)  # at most this many connections being set up at once
-    async with httpx.AsyncClient(
-        base_url=target["url"], limits=_limits(clients, keepalive=False), timeout=30
-    ) as client:
 
-        async def one(k: int) -> None:
-            nonlocal connected, finished
-            samples = 0
-            await gate.acquire()
-            held = True
+    async def one(k: int) -> None:
+        path = f"/ticks?n={10_000_000}&interval={interval}&phase={k / clients:.4f}"
+        async with gate:
+            transport, reader = await loop.create_connection(
+                lambda: _TickReader(path, host, lambda now, data: on_event(k, now, data)),
+                host,
+                int(port),
+            )
+            readers[k] = reader
             try:
-                phase = k / clients
-                url = f"/ticks?n={10_000_000}&interval={interval}&phase={phase:.4f}"
-                async with client.stream("GET", url) as response:
-                    response.raise_for_status()
-                    buf = b""
-                    async for chunk in response.aiter_raw():
-                        now = time.monotonic()
-                        buf += chunk
-                        while match := _EVENT_END.search(buf):
-                            event, buf = buf[: match.start()], buf[match.end() :]
-                            data = _DATA_LINE.search(event)
-                            if data is None:
-                                continue  # a comment (heartbeat)
-                            if held:
-                                gate.release()
-                                held = False
-                                connected += 1
-                                if connected == clients:
-                                    measure_from[0] = now + settle
-                                    all_connected.set()
-                            created = json.loads(data.group(1))["t"]
-                            if created >= measure_from[0] and samples < events:
-                                latencies.append(now - created)
-                                samples += 1
-                                if samples == events:
-                                    finished += 1
-                                    if finished == clients:
-                                        snapshot("1")
-                                        all_finished.set()
-                        if all_finished.is_set():
-                            return
-                raise RuntimeError("a stream ended early")
-            finally:
-                if held:
-                    gate.release()
+                await reader.first.wait()
+                if reader.error:
+                    raise RuntimeError(f"a stream failed: {reader.error}")
+            except BaseException:
+                transport.close()
+                raise
+        try:
+            with anyio.CancelScope() as scope:
+                reader.on_end = scope.cancel
+                await all_finished.wait()
+            if not all_finished.is_set():
+                raise RuntimeError(f"a stream ended early: {reader.error}")
+        finally:
+            transport.close()
 
-        async def start_window() -> None:
-            await all_connected.wait()
-            await anyio.sleep(max(0.0, measure_from[0] - time.monotonic()))
-            snapshot("0")
+    async def start_window() -> None:
+        await all_connected.wait()
+        await anyio.sleep(max(0.0, measure_from[0] - time.monotonic()))
+        snapshot("0")
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(start_window)
-            for k in range(clients):
-                tg.start_soon(one, k)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(start_window)
+        for k in range(clients):
+            tg.start_soon(one, k)
     result = {
         "p50_ms": percentile(latencies, 50) * 1000,
         "p99_ms": percentile(latencies, 99) * 1000,

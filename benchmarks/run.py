@@ -332,7 +332,8 @@ def bench_e2e(args: argparse.Namespace) -> list[Group]:
     )
     g["latency"].notes.append(
         f"{args.latency_clients} concurrent clients at one event every {args.interval} s "
-        "(phases spread evenly), from the timestamp inside each event to its arrival; "
+        "(phases spread evenly; bare sockets with h11), from the timestamp inside each event "
+        "to its arrival; "
         "ramp-up and the final disconnects excluded, "
         f"{args.latency_events} samples per client. Wall-clock latency on a shared machine "
         "follows its load; the server's CPU time per event in the steady state "
