@@ -455,17 +455,21 @@ async def test_an_open_stream_costs_two_tasks_besides_the_callers() -> None:
 # -- sparse sources: the producer writes its own events while the writer is parked ----------
 
 
-async def sparse(
-    items: list[str], producer: list[int], finished: anyio.Event
-) -> AsyncIterator[str]:
-    """One item every few ms (longer than stream._SPARSE): a source that waits."""
-    producer.append(anyio.get_current_task().id)
-    try:
-        for item in items:
-            await anyio.sleep(0.003)
-            yield item
-    finally:
-        finished.set()
+class Sparse:
+    """Six items, one every few ms (longer than stream._SPARSE): a source that waits."""
+
+    def __init__(self) -> None:
+        self.producer: list[int] = []  # the task that ran it
+        self.finished = anyio.Event()
+
+    async def items(self) -> AsyncIterator[str]:
+        self.producer.append(anyio.get_current_task().id)
+        try:
+            for item in "abcdef":
+                await anyio.sleep(0.003)
+                yield item
+        finally:
+            self.finished.set()
 
 
 def events(*items: str) -> bytes:
@@ -473,21 +477,19 @@ def events(*items: str) -> bytes:
 
 
 async def test_a_sparse_source_is_written_in_order_by_its_own_task() -> None:
-    producer: list[int] = []
-    finished = anyio.Event()
-    stream, peer = Stream(sparse(list("abcdef"), producer, finished)), Peer()
+    source = Sparse()
+    stream, peer = Stream(source.items()), Peer()
     reasons = record(stream)
     with anyio.fail_after(5):
         await stream(peer.scope, peer.receive, peer.send)
     assert peer.data == events(*"abcdef") and peer.finished and reasons == ["complete"]
     # no task switch per event: after the first one, each is written by the producer
-    assert peer.senders[1:6] == producer * 5
+    assert peer.senders[1:6] == source.producer * 5
 
 
 async def test_a_ping_and_a_close_during_a_producer_write_reach_the_writer() -> None:
-    producer: list[int] = []
-    finished = anyio.Event()
-    stream, peer = Stream(sparse(list("abcdef"), producer, finished), ping=5), Peer(hold_at=1)
+    source = Sparse()
+    stream, peer = Stream(source.items(), ping=5), Peer(hold_at=1)
     reasons = record(stream)
     pinged = anyio.Event()
     push = stream._push
@@ -502,36 +504,34 @@ async def test_a_ping_and_a_close_during_a_producer_write_reach_the_writer() -> 
         async with anyio.create_task_group() as tg:
             tg.start_soon(stream, peer.scope, peer.receive, peer.send)
             await peer.held.wait()  # the producer writes "b" and the client is slow
-            assert peer.senders[-1] == producer[0]
+            assert peer.senders[-1] == source.producer[0]
             await pinged.wait()  # the heartbeat queues a ping meanwhile
             stream.close()
             peer.release()
     assert peer.body == events("a", "b") + PING and peer.finished
-    assert reasons == ["complete"] and finished.is_set()
+    assert reasons == ["complete"] and source.finished.is_set()
 
 
 async def test_a_failed_producer_write_is_a_disconnect() -> None:
-    producer: list[int] = []
-    finished = anyio.Event()
-    stream, peer = Stream(sparse(list("abcdef"), producer, finished)), Peer(fail_after=2)
+    source = Sparse()
+    stream, peer = Stream(source.items()), Peer(fail_after=2)
     reasons = record(stream)
     with anyio.fail_after(5):
         await stream(peer.scope, peer.receive, peer.send)
     assert peer.data == events("a", "b") and not peer.finished
-    assert reasons == ["disconnect"] and finished.is_set()
+    assert reasons == ["disconnect"] and source.finished.is_set()
 
 
 async def test_a_disconnect_during_a_producer_write_ends_everything() -> None:
-    producer: list[int] = []
-    finished = anyio.Event()
-    stream, peer = Stream(sparse(list("abcdef"), producer, finished)), Peer(hold_at=2)
+    source = Sparse()
+    stream, peer = Stream(source.items()), Peer(hold_at=2)
     reasons = record(stream)
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             tg.start_soon(stream, peer.scope, peer.receive, peer.send)
             await peer.held.wait()
             peer.disconnect()
-            await finished.wait()
+            await source.finished.wait()
     assert reasons == ["disconnect"] and peer.data == events("a", "b")
 
 
