@@ -8,6 +8,7 @@ drains the Stream's bounded queue into ``send`` (coalescing frames that already 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -105,7 +106,8 @@ async def drive_claimed(
                         return  # the writer ends the group once everything is written
                     tg.cancel_scope.cancel()
 
-                stream._write_now = write_now
+                if _on_asyncio():
+                    stream._write_now = write_now
                 tg.start_soon(run)
                 try:
                     await _until_disconnect(receive, heartbeat)
@@ -167,6 +169,17 @@ async def _answer(send: ASGISendCallable, status: int, text: str) -> None:
         await send_plain(send, status, text)
 
 
+def _on_asyncio() -> bool:
+    """Whether writes may come from the producer (``Stream._put_and_write``): not on trio,
+    where hypercorn shields socket writes, and a producer stuck in one would hold up the
+    cleanup and ``on_close`` that the two task groups make immediate."""
+    try:
+        asyncio.current_task()
+    except RuntimeError:  # no asyncio loop in this thread
+        return False
+    return True
+
+
 class _Heartbeat:
     """A ``: ping`` comment after ``ping`` ms without a write, once the response started.
 
@@ -195,9 +208,8 @@ class _Heartbeat:
         return max(self.last_write, self.pinged) + self.interval
 
     def expired(self) -> None:
-        assert self.interval is not None
         now = anyio.current_time()
-        if now - self.last_write >= self.interval:
+        if now >= self.deadline():  # else a write came meanwhile: the next deadline is later
             stream = self.stream
             if stream._reason is None and not stream._frames:
                 stream._push(PING)

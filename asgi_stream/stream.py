@@ -507,6 +507,7 @@ class Stream:
         low_water = self._low_water
         put = self._put if self._mode == "proxy" else self.send  # one call less per item
         deadline = time.monotonic() + _TIME_SLICE
+        seen: anyio.Event | None = None  # the writer's wake-up event when we last saw it
         if self._queued >= low_water:
             deadline = await self._pause()
         # Native loops, no awaited helper per item: this is the per-event hot path. Room is
@@ -515,7 +516,8 @@ class Stream:
             pass
         elif isinstance(iterator, Iterator):
             for item in iterator:
-                if self._wakeup is not None:  # the writer caught up: the loop ran meanwhile
+                if self._wakeup is not None and self._wakeup is not seen:
+                    seen = self._wakeup  # the writer parked anew: the loop ran meanwhile
                     deadline = time.monotonic() + _TIME_SLICE
                 put(item)
                 if self._queued >= low_water or time.monotonic() >= deadline:
@@ -525,14 +527,19 @@ class Stream:
         elif iterator is not None:
             asked = time.monotonic()
             async for item in iterator:
-                if self._wakeup is None:
-                    put(item)
-                elif time.monotonic() - asked >= _SPARSE and self._write_now is not None:
+                parked = self._wakeup
+                if (
+                    parked is not None
+                    and self._write_now is not None
+                    and time.monotonic() - asked >= _SPARSE
+                ):
                     # The writer waits and so did the source: write from here. No new time
                     # slice, as the loop may not have run (a source that computes for long).
                     await self._put_and_write(item)
-                else:  # the writer caught up: the loop ran meanwhile
-                    deadline = time.monotonic() + _TIME_SLICE
+                else:
+                    if parked is not None and parked is not seen:
+                        seen = parked  # the writer parked anew: the loop ran meanwhile
+                        deadline = time.monotonic() + _TIME_SLICE
                     put(item)
                 if self._queued >= low_water or time.monotonic() >= deadline:
                     deadline = await self._pause()

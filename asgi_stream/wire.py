@@ -186,7 +186,7 @@ def encode_sse(
                 text = (
                     ("" if id is None else "id: " + (id if type(id) is str else str(id)) + "\n")
                     + ("" if name is None else "event: " + name + "\n")
-                    + ("" if retry is None else f"retry: {int(retry)}\n")
+                    + ("" if retry is None else f"retry: {retry:d}\n")
                     + text
                 )
             try:
