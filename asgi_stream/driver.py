@@ -252,7 +252,8 @@ async def _write(stream: Stream, send: ASGISendCallable, where: str, heartbeat: 
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             stream._writing = False
             heartbeat.last_write = anyio.current_time()
-        if stream._reason not in ("disconnect", "slow-client"):
+        if stream._reason not in ("disconnect", "slow-client") and not stream._writing:
+            # (_writing still set: the producer's write failed, the response is broken)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
     except OSError:  # whatever the server's spec_version: the client is gone
         stream._end("disconnect")

@@ -491,6 +491,28 @@ async def test_a_sparse_source_is_written_in_order_by_its_own_task(anyio_backend
     assert producer_writes == [anyio_backend == "asyncio"] * 5
 
 
+class BrokenPeer(Peer):
+    """A server whose second body write fails with something other than OSError."""
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and len(self.bodies) == 2:
+            raise RuntimeError("the server broke")
+        await super().send(message)
+
+
+async def test_a_write_that_fails_otherwise_is_an_error_and_nothing_more_is_sent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source = Sparse()
+    stream, peer = Stream(source.items()), BrokenPeer()
+    reasons = record(stream)
+    with anyio.fail_after(5):
+        await stream(peer.scope, peer.receive, peer.send)
+    assert reasons == ["error"] and peer.data == events("a", "b") and not peer.finished
+    failures = [r for r in caplog.records if "sending the stream failed" in r.getMessage()]
+    assert len(failures) == 1 and source.finished.is_set()
+
+
 class ShieldedPeer(Peer):
     """Like hypercorn's trio worker: a write in progress cannot be cancelled."""
 
