@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -180,6 +181,15 @@ def _on_asyncio() -> bool:
     return True
 
 
+def _clock() -> Callable[[], float]:
+    """anyio's clock, found once per stream: ``anyio.current_time()`` looks up the backend
+    on every call, which is a measurable part of a write. On asyncio it is the loop's time."""
+    try:
+        return asyncio.get_running_loop().time
+    except RuntimeError:
+        return anyio.current_time
+
+
 class _Heartbeat:
     """A ``: ping`` comment after ``ping`` ms without a write, once the response started.
 
@@ -187,10 +197,11 @@ class _Heartbeat:
     expires, so that it costs neither a task nor anything per event. The ping goes through
     the queue like any frame: it counts towards ``max_buffer`` and never follows a close."""
 
-    __slots__ = ("interval", "last_write", "pinged", "stream", "timer")
+    __slots__ = ("clock", "interval", "last_write", "pinged", "stream", "timer")
 
     def __init__(self, stream: Stream) -> None:
         self.stream = stream
+        self.clock = _clock()
         self.interval: float | None = None
         self.last_write = self.pinged = -math.inf
         self.timer: anyio.CancelScope | None = None
@@ -198,7 +209,7 @@ class _Heartbeat:
     def arm(self) -> None:
         """The response started: from now on, ping while nothing is written."""
         self.interval = self.stream._ping_seconds  # known for sure only now (proxy or not)
-        self.last_write = anyio.current_time()
+        self.last_write = self.clock()
         if self.timer is not None:
             self.timer.deadline = self.deadline()
 
@@ -208,7 +219,7 @@ class _Heartbeat:
         return max(self.last_write, self.pinged) + self.interval
 
     def expired(self) -> None:
-        now = anyio.current_time()
+        now = self.clock()
         if now >= self.deadline():  # else a write came meanwhile: the next deadline is later
             stream = self.stream
             if stream._reason is None and not stream._frames:
@@ -236,7 +247,7 @@ async def _write_now(
             stream._writing = True
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             stream._writing = False
-            heartbeat.last_write = anyio.current_time()
+            heartbeat.last_write = heartbeat.clock()
     except OSError:
         stream._end("disconnect")
     except Exception:
@@ -251,7 +262,7 @@ async def _write(stream: Stream, send: ASGISendCallable, where: str, heartbeat: 
             stream._writing = True
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             stream._writing = False
-            heartbeat.last_write = anyio.current_time()
+            heartbeat.last_write = heartbeat.clock()
         if stream._reason not in ("disconnect", "slow-client") and not stream._writing:
             # (_writing still set: the producer's write failed, the response is broken)
             await send({"type": "http.response.body", "body": b"", "more_body": False})

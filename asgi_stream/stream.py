@@ -566,7 +566,7 @@ class Stream:
     async def _pause(self) -> float:
         """Let the writer (and everyone else) run: wait for room if the queue is full, else
         just yield. Returns the end of the next time slice."""
-        if not await self._until_room():
+        if self._queued < self._low_water or not await self._until_room():
             await anyio.lowlevel.checkpoint()
         return time.monotonic() + _TIME_SLICE
 
