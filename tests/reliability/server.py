@@ -517,6 +517,11 @@ async def lifespan(receive: Any, send: Any) -> None:
         message = await receive()
         assert message["type"] == "lifespan.shutdown"
         tg.cancel_scope.cancel()
+    # A thread source ends once its blocked next() returns (up to one interval after the
+    # stream was cancelled): wait for that, within a bound, so that FINAL is not a race.
+    with anyio.move_on_after(2):
+        while state.started != state.cleaned:
+            await state.changed()
     print("FINAL", json.dumps(state.stats()), flush=True)
     await send({"type": "lifespan.shutdown.complete"})
 
