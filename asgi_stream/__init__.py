@@ -1,7 +1,10 @@
 """Stream HTTP responses and Server-Sent Events from any ASGI app."""
 
+from .frames import CloseReason
 from .middleware import StreamMiddleware, hand_over
-from .stream import CloseReason, Stream, UpstreamError, iterate_in_thread, wait
+from .sources import UpstreamError
+from .stream import Stream, wait
+from .threads import iterate_in_thread
 from .wire import ServerSentEvent
 
 __all__ = [

@@ -40,7 +40,10 @@ from django.http import StreamingHttpResponse  # type: ignore[import-untyped]
 from django.utils.module_loading import import_string  # type: ignore[import-untyped]
 
 from .middleware import StreamMiddleware, hand_over
-from .stream import DEFAULT_MAX_BUFFER, DEFAULT_PING, Stream, _is_single_item, iterate_in_thread
+from .producer import DEFAULT_MAX_BUFFER, DEFAULT_PING
+from .sources import IterableSource, is_single_item
+from .stream import Stream
+from .threads import iterate_in_thread
 
 if TYPE_CHECKING:
     pass
@@ -117,17 +120,18 @@ def _is_sync_view(request: Any) -> bool:
 
 def _iterate_source_in_thread(stream: Stream) -> None:
     """Make a Stream with a blocking iterable source iterate it in a thread of its own."""
-    source = stream._source
+    producer = stream.producer
+    source = producer.source.source
     if (
-        stream._mode != "iterable"
-        or stream._claimed
-        or _is_single_item(source)
+        type(producer.source) is not IterableSource
+        or producer.claimed
+        or is_single_item(source)
         or isinstance(source, (list, tuple))  # in memory: iterating them never blocks
         or hasattr(source, "__aiter__")  # async-iterable (a QuerySet is both): left async
         or not hasattr(source, "__iter__")
     ):
         return
-    stream._source = iterate_in_thread(_closing_connections(source))
+    producer.source = IterableSource(iterate_in_thread(_closing_connections(source)))
 
 
 def _closing_connections(iterable: Iterable[Any]) -> Iterator[Any]:

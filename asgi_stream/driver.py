@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .stream import DEFAULT_MAX_BUFFER, DEFAULT_PING, Stream, UpstreamError, request_header
-from .wire import PING
+from .frames import DROPPING, CloseReason
+from .lifecycle import CLEANUP_TIMEOUT
+from .producer import DEFAULT_MAX_BUFFER, DEFAULT_PING, Producer
+from .sources import UpstreamError
+from .wire import PING, request_header
 
 if TYPE_CHECKING:
     from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
-__all__ = ["drive", "drive_claimed", "send_plain"]
+__all__ = ["drive", "drive_claimed", "frames", "send_plain"]
 
 logger = logging.getLogger("asgi_stream")
 
@@ -46,7 +51,7 @@ async def send_plain(send: ASGISendCallable, status: int, text: str) -> None:
 
 
 async def drive(
-    stream: Stream,
+    producer: Producer,
     scope: Scope,
     receive: ASGIReceiveCallable,
     send: ASGISendCallable,
@@ -54,18 +59,16 @@ async def drive(
     ping: float | None = DEFAULT_PING,
     max_buffer: int = DEFAULT_MAX_BUFFER,
 ) -> None:
-    """Send ``stream`` as the response to the HTTP request ``scope``; return when it ends.
-
-    ``ping`` and ``max_buffer`` are defaults for a Stream that left them unset.
-    """
+    """Send ``producer``'s stream as the response to the HTTP request ``scope``; return when
+    it ends. ``ping`` and ``max_buffer`` are defaults for a Stream that left them unset."""
     if scope["type"] != "http":
         raise TypeError(f"a Stream answers http requests, not {scope['type']!r}")
-    stream._claim()
-    await drive_claimed(stream, scope, receive, send, ping=ping, max_buffer=max_buffer)
+    producer.claim()
+    await drive_claimed(producer, scope, receive, send, ping=ping, max_buffer=max_buffer)
 
 
 async def drive_claimed(
-    stream: Stream,
+    producer: Producer,
     scope: Scope,
     receive: ASGIReceiveCallable,
     send: ASGISendCallable,
@@ -73,9 +76,11 @@ async def drive_claimed(
     ping: float | None = DEFAULT_PING,
     max_buffer: int = DEFAULT_MAX_BUFFER,
 ) -> None:
-    """:func:`drive` for a Stream its caller has already claimed (``Stream._claim``)."""
-    stream._configure(ping=ping, max_buffer=max_buffer)
-    stream.last_event_id = request_header(scope, b"last-event-id")
+    """:func:`drive` for a producer its caller has already claimed (``Producer.claim``)."""
+    producer.configure(ping=ping, max_buffer=max_buffer)
+    producer.last_event_id = request_header(scope.get("headers", ()), b"last-event-id")
+    queue = producer.queue
+    queue.bind()
     where = f"{scope.get('method', 'GET')} {scope.get('path', '')}"
     head = scope.get("method") == "HEAD"
     try:
@@ -85,82 +90,96 @@ async def drive_claimed(
         # on_close run at once, and only then does the driver wait out a stuck write.
         # Two tasks per stream, not four: the calling task waits for the disconnect and keeps
         # the heartbeat as a timeout on that wait (an open stream's memory is mostly tasks).
-        heartbeat = _Heartbeat(stream)
+        writer = _Writer(producer, send, where)
         async with anyio.create_task_group() as writing:
             async with anyio.create_task_group() as tg:
-                stream._abort = tg.cancel_scope.cancel
+                preparing = anyio.CancelScope()
+
+                def ended(reason: CloseReason) -> None:
+                    if reason == "slow-client":
+                        tg.cancel_scope.cancel()  # the writer may be stuck in send()
+                    elif reason == "shutdown":
+                        preparing.cancel()  # not started yet: answer 503 at once
 
                 async def write() -> None:
-                    await _write(stream, send, where, heartbeat)
+                    await writer.run()
                     tg.cancel_scope.cancel()
-
-                async def write_now() -> None:
-                    await _write_now(stream, send, where, heartbeat)
 
                 async def run() -> None:
                     """Start the response, then the writer, then the producer."""
-                    if await _start(stream, send, where, head=head):
-                        heartbeat.arm()
+                    if await _start(producer, send, where, head=head, preparing=preparing):
+                        writer.arm()
                         writing.start_soon(write)
                         if not head:
-                            await stream._run(where)
+                            await producer.run(where)
                         return  # the writer ends the group once everything is written
                     tg.cancel_scope.cancel()
 
+                queue.on_end = ended
+                producer.canceller = tg.cancel_scope.cancel
                 if _on_asyncio():
-                    stream._write_now = write_now
+                    queue.write_now = writer.write_now
                 tg.start_soon(run)
                 try:
-                    await _until_disconnect(receive, heartbeat)
+                    await _until_disconnect(receive, writer)
                 except Exception:  # a broken receive: the client is as good as gone
                     logger.warning("receive() failed (%s)", where, exc_info=True)
-                stream._end("disconnect")
+                producer.end("disconnect")
                 tg.cancel_scope.cancel()
             writing.cancel_scope.cancel()
             with anyio.CancelScope(shield=True):
-                await stream._cleanup()
+                await producer.finish()
     finally:
-        stream._abort = stream._write_now = None
+        queue.on_end = queue.write_now = producer.canceller = None
         with anyio.CancelScope(shield=True):
-            await stream._cleanup()  # idempotent: covers an exception or outer cancellation
+            await producer.finish()  # idempotent: covers an exception or outer cancellation
 
 
-async def _start(stream: Stream, send: ASGISendCallable, where: str, *, head: bool) -> bool:
-    """Prepare the source and send the response start; ``False`` if the stream is over."""
-    if not stream._starts_at_once:
+async def _start(
+    producer: Producer,
+    send: ASGISendCallable,
+    where: str,
+    *,
+    head: bool,
+    preparing: anyio.CancelScope,
+) -> bool:
+    """Prepare the source and send the response start; ``False`` if the stream is over.
+    A HEAD request gets the head alone: the source is never run, nor even resolved."""
+    if not head and not producer.starts_at_once:
         try:
-            await stream._prepare()
+            with preparing:
+                await producer.prepare()
         except UpstreamError as exc:
             logger.warning("proxy stream failed (%s): %s", where, exc)
-            stream._end("error")
+            producer.end("error")
             await _answer(send, 502, f"Bad Gateway: {exc}\n")
             return False
         except Exception:
             logger.exception("stream source failed before the first item (%s)", where)
-            stream._end("error")
+            producer.end("error")
             await _answer(send, 500, "Internal Server Error\n")
             return False
-    if stream._reason == "shutdown":
+    if producer.queue.reason == "shutdown":
         await _answer(send, 503, "Service Unavailable: the server is shutting down\n")
         return False
     if head:  # headers only: nothing is produced or written
-        stream._take()
-        stream.close()
+        producer.queue.take()
+        producer.end("complete")
     try:
         await send(
             {
                 "type": "http.response.start",
-                "status": stream.status,
-                "headers": stream._response_headers(),
+                "status": producer.status,
+                "headers": producer.response_headers(),
                 "trailers": False,
             }
         )
     except OSError:
-        stream._end("disconnect")
+        producer.end("disconnect")
         return False
     except Exception:
         logger.exception("sending the response start failed (%s)", where)
-        stream._end("error")
+        producer.end("error")
         return False
     return True
 
@@ -171,7 +190,7 @@ async def _answer(send: ASGISendCallable, status: int, text: str) -> None:
 
 
 def _on_asyncio() -> bool:
-    """Whether writes may come from the producer (``Stream._put_and_write``): not on trio,
+    """Whether writes may come from the producer (``sources.pump``): not on trio,
     where hypercorn shields socket writes, and a producer stuck in one would hold up the
     cleanup and ``on_close`` that the two task groups make immediate."""
     try:
@@ -190,25 +209,81 @@ def _clock() -> Callable[[], float]:
         return anyio.current_time
 
 
-class _Heartbeat:
-    """A ``: ping`` comment after ``ping`` ms without a write, once the response started.
+class _Writer:
+    """The one writer of a stream: drains the queue into ``send``, and keeps the heartbeat
+    (a ``: ping`` comment after ``ping`` ms without a write, once the response started).
 
-    It is a timeout on the wait for the disconnect, re-armed from the last write when it
-    expires, so that it costs neither a task nor anything per event. The ping goes through
-    the queue like any frame: it counts towards ``max_buffer`` and never follows a close."""
+    The heartbeat is a timeout on the wait for the disconnect, re-armed from the last write
+    when it expires, so that it costs neither a task nor anything per event. The ping goes
+    through the queue like any frame: it counts towards ``max_buffer`` and never follows a
+    close."""
 
-    __slots__ = ("clock", "interval", "last_write", "pinged", "stream", "timer")
+    __slots__ = (
+        "broken",
+        "clock",
+        "interval",
+        "last_write",
+        "pinged",
+        "producer",
+        "queue",
+        "send",
+        "timer",
+        "where",
+    )
 
-    def __init__(self, stream: Stream) -> None:
-        self.stream = stream
+    def __init__(self, producer: Producer, send: ASGISendCallable, where: str) -> None:
+        self.producer = producer
+        self.queue = producer.queue
+        self.send = send
+        self.where = where
+        self.broken = False  # a write failed: the response cannot be ended cleanly
         self.clock = _clock()
         self.interval: float | None = None
         self.last_write = self.pinged = -math.inf
         self.timer: anyio.CancelScope | None = None
 
+    def _failed(self, exc: Exception) -> None:
+        """A write failed: the response is broken, whatever was queued."""
+        self.broken = True
+        if isinstance(exc, OSError):  # whatever the server's spec_version: the client is gone
+            self.queue.end("disconnect")
+        else:
+            logger.error("sending the stream failed (%s)", self.where, exc_info=exc)
+            self.queue.end("error")
+
+    async def run(self) -> None:
+        """Write queued frames until the stream is closed, then the final empty body."""
+        queue, send = self.queue, self.send
+        try:
+            while not self.broken and (chunk := await queue.next_chunk()):
+                queue.writing = True
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                queue.writing = False
+                self.last_write = self.clock()
+            if not self.broken and queue.reason not in DROPPING:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except Exception as exc:
+            self._failed(exc)
+
+    async def write_now(self) -> None:
+        """Write what is queued from the calling task (the producer's) while the writer is
+        parked (``sources.pump``)."""
+        queue = self.queue
+        if self.broken or not (chunk := queue.take()):
+            return
+        try:
+            queue.writing = True
+            await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+            queue.writing = False
+            self.last_write = self.clock()
+        except Exception as exc:
+            self._failed(exc)
+
+    # -- the heartbeat -----------------------------------------------------------------
+
     def arm(self) -> None:
         """The response started: from now on, ping while nothing is written."""
-        self.interval = self.stream._ping_seconds  # known for sure only now (proxy or not)
+        self.interval = self.producer.ping_seconds()  # known for sure only now (proxy or not)
         self.last_write = self.clock()
         if self.timer is not None:
             self.timer.deadline = self.deadline()
@@ -221,53 +296,87 @@ class _Heartbeat:
     def expired(self) -> None:
         now = self.clock()
         if now >= self.deadline():  # else a write came meanwhile: the next deadline is later
-            stream = self.stream
-            if stream._reason is None and not stream._frames:
-                stream._push(PING)
+            queue = self.queue
+            if queue.reason is None and not queue.frames:
+                queue.push(PING)
             self.pinged = now  # queued, or the writer is stuck: look again in one interval
 
 
-async def _until_disconnect(receive: ASGIReceiveCallable, heartbeat: _Heartbeat) -> None:
+async def _until_disconnect(receive: ASGIReceiveCallable, writer: _Writer) -> None:
     """Return when the client has disconnected; beat the heartbeat meanwhile."""
     while True:
-        with anyio.CancelScope(deadline=heartbeat.deadline()) as heartbeat.timer:
+        with anyio.CancelScope(deadline=writer.deadline()) as writer.timer:
             if (await receive())["type"] == "http.disconnect":
                 return
             continue
-        heartbeat.expired()  # only its own deadline ends the scope without leaving the loop
+        writer.expired()  # only its own deadline ends the scope without leaving the loop
 
 
-async def _write_now(
-    stream: Stream, send: ASGISendCallable, where: str, heartbeat: _Heartbeat
-) -> None:
-    """Write what is queued from the calling task while the writer is parked
-    (``Stream._put_and_write``)."""
+class _Detached:
+    """The producer task of ``Stream.value``: not a child of a task group that the iterator
+    opened, since an async generator must not suspend inside one across ``yield`` (PEP 789).
+    Its owner cancels it and waits for it, bounded, in its ``finally``."""
+
+    def __init__(self, function: Callable[[], Awaitable[None]]) -> None:
+        self.function = function
+        self.scope = anyio.CancelScope()
+        self.done = anyio.Event()
+        self.task: object = None  # keeps an asyncio task alive
+
+    async def _main(self) -> None:
+        try:
+            with self.scope:
+                await self.function()
+        finally:
+            self.done.set()
+
+    def start(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            trio: Any = sys.modules["trio"]
+            trio.lowlevel.spawn_system_task(self._main, context=contextvars.copy_context())
+        else:
+            self.task = loop.create_task(self._main())
+
+    async def stop(self) -> None:
+        self.scope.cancel()
+        with anyio.move_on_after(CLEANUP_TIMEOUT):
+            await self.done.wait()
+
+
+async def frames(producer: Producer, where: str = "Stream.value") -> AsyncIterator[bytes]:
+    """The stream's encoded frames, for a framework's own streaming response: the producer
+    runs in a task of its own, this generator only takes chunks from the queue. Failures
+    before the first item propagate to the consumer; a consumer that stops early (``aclose``)
+    ends the stream with ``"disconnect"``, one that falls ``max_buffer`` behind with
+    ``"slow-client"``."""
+    queue = producer.queue
+    queue.bind()
+    producer_task = _Detached(lambda: producer.run(where))
     try:
-        if chunk := stream._take():
-            stream._writing = True
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            stream._writing = False
-            heartbeat.last_write = heartbeat.clock()
-    except OSError:
-        stream._end("disconnect")
-    except Exception:
-        logger.exception("sending the stream failed (%s)", where)
-        stream._end("error")
+        try:
+            await producer.prepare()
+        except Exception:
+            producer.end("error")
+            raise
 
+        def ended(reason: CloseReason) -> None:
+            if reason in DROPPING:  # else the writer flushes the queue first
+                producer_task.scope.cancel()
 
-async def _write(stream: Stream, send: ASGISendCallable, where: str, heartbeat: _Heartbeat) -> None:
-    """Write queued frames until the stream is closed, then the final empty body."""
-    try:
-        while chunk := await stream._next_chunk():
-            stream._writing = True
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            stream._writing = False
-            heartbeat.last_write = heartbeat.clock()
-        if stream._reason not in ("disconnect", "slow-client") and not stream._writing:
-            # (_writing still set: the producer's write failed, the response is broken)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-    except OSError:  # whatever the server's spec_version: the client is gone
-        stream._end("disconnect")
-    except Exception:
-        logger.exception("sending the stream failed (%s)", where)
-        stream._end("error")
+        queue.on_end = ended
+        producer_task.start()
+        while True:  # one frame per chunk, as sent: a framework may flush each one
+            await queue.wait()
+            if not (taken := queue.take_frames()):
+                break
+            queue.writing = True
+            for frame in taken:
+                yield frame
+            queue.writing = False
+    finally:
+        queue.on_end = None
+        with anyio.CancelScope(shield=True):
+            await producer_task.stop()
+            await producer.finish()

@@ -10,23 +10,20 @@ framework added to it (cookies, CORS), drops its body, and sends the Stream in i
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
-import sys
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from .driver import drive_claimed, send_plain
-from .stream import (
-    DEFAULT_MAX_BUFFER,
-    DEFAULT_PING,
-    CloseReason,
-    Stream,
-    check_max_buffer,
-    check_ping,
-    current_request,
-)
+from .frames import CloseReason
+from .producer import DEFAULT_MAX_BUFFER, DEFAULT_PING, Producer
+from .request import current_request
+from .stream import Stream
+from .wire import check_max_buffer, check_ping
 
 if TYPE_CHECKING:
     from asgiref.typing import (
@@ -37,7 +34,9 @@ if TYPE_CHECKING:
         Scope,
     )
 
-__all__ = ["HANDOFF_HEADER", "StreamMiddleware", "hand_over"]
+__all__ = ["HANDOFF_HEADER", "StreamMiddleware", "hand_over", "register_app_adapter"]
+
+logger = logging.getLogger("asgi_stream")
 
 HANDOFF_HEADER = "x-asgi-stream-handoff"
 _MARKER = HANDOFF_HEADER.encode()
@@ -64,21 +63,25 @@ class _Request:
         self.middleware = middleware
         self.scope = scope
         self.token = secrets.token_hex(16).encode()
-        self.stream: Stream | None = None
+        self.stream: Producer | None = None
         self.stand_in: list[tuple[bytes, bytes]] = []
         self.captured: list[tuple[bytes, bytes]] | None = None
         self.status: int | None = None
 
     async def run(
-        self, stream: Stream, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+        self,
+        producer: Producer,
+        scope: Scope,
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
     ) -> None:
-        await self.middleware.run(stream, scope, receive, send)
+        await self.middleware.run(producer, scope, receive, send)
 
-    def hand_over(self, stream: Stream) -> list[tuple[str, str]]:
-        if self.stream is not None and self.stream is not stream:
+    def hand_over(self, producer: Producer) -> list[tuple[str, str]]:
+        if self.stream is not None and self.stream is not producer:
             raise RuntimeError("this request has already handed over another Stream")
-        self.stream = stream
-        self.stand_in = [*stream._response_headers(), (_MARKER, self.token)]
+        self.stream = producer
+        self.stand_in = [*producer.response_headers(), (_MARKER, self.token)]
         return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in self.stand_in]
 
     def is_stand_in(self, message: ASGISendEvent) -> bool:
@@ -102,12 +105,13 @@ class _Request:
         return added
 
 
-async def _discard(stream: Stream, reason: CloseReason = "error") -> None:
+async def _discard(producer: Producer, reason: CloseReason = "error") -> None:
     """A Stream that will never be sent: close what it holds and tell its on_close."""
-    if not stream._claimed:
-        stream._claim()
-        stream._end(reason)
-        await stream._cleanup()
+    if not producer.claimed:
+        producer.claim()
+        producer.end(reason)
+        with anyio.CancelScope(shield=True):
+            await producer.finish()
 
 
 def hand_over(stream: Stream) -> list[tuple[str, str]]:
@@ -123,25 +127,18 @@ def hand_over(stream: Stream) -> list[tuple[str, str]]:
             "no StreamMiddleware handles this request: wrap the ASGI application, "
             "e.g. app = asgi_stream.StreamMiddleware(app)"
         )
-    return request.hand_over(stream)
+    return request.hand_over(stream.producer)
 
 
-def _teach_framework(app: object) -> None:
-    """The one place where this layer knows its integrations, so that the natural wiring
-    works: no framework is imported here, only recognised if the app already imported it.
+_APP_ADAPTERS: list[Callable[[object], None]] = []
 
-    - Quart: ``app.asgi_app = StreamMiddleware(app.asgi_app)`` also needs the app's
-      ``make_response`` to turn a Stream into a stand-in (``asgi_stream.quart``).
-    - FastAPI would silently JSON-encode a plain Stream returned by an endpoint;
-      ``asgi_stream.starlette`` makes that a clear error naming the class to return."""
-    quart = sys.modules.get("quart")
-    owner = getattr(app, "__self__", None)
-    if quart is not None and isinstance(owner, quart.Quart):
-        from .quart import accept_streams
 
-        accept_streams(owner)
-    if "fastapi" in sys.modules:
-        from . import starlette  # noqa: F401  (registers the refusal with FastAPI's encoder)
+def register_app_adapter(adapter: Callable[[object], None]) -> None:
+    """For integrations: ``adapter(app)`` is called once for the app of every
+    StreamMiddleware, at its first call, so that an integration can prepare an app it
+    recognises (Quart's ``make_response``). The middleware imports no integration."""
+    if adapter not in _APP_ADAPTERS:
+        _APP_ADAPTERS.append(adapter)
 
 
 class StreamMiddleware:
@@ -153,13 +150,13 @@ class StreamMiddleware:
     ) -> None:
         check_ping(ping)
         check_max_buffer(max_buffer)
-        _teach_framework(app)
         self.app = app
         self.ping = ping
         self.max_buffer = max_buffer
-        self._live: set[Stream] = set()
-        self._idle: anyio.Event | None = None
+        self._live: set[Producer] = set()
+        self._idle: anyio.Event | None = None  # set when the last live stream ends
         self._closing = False
+        self._adapted = False
 
     @property
     def active(self) -> int:
@@ -169,6 +166,10 @@ class StreamMiddleware:
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
+        if not self._adapted:
+            self._adapted = True
+            for adapter in _APP_ADAPTERS:
+                adapter(self.app)
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -201,62 +202,80 @@ class StreamMiddleware:
             result = await self.app(scope, replaying_receive, tracked_send)
         finally:
             current_request.reset(token)
-        stream = request.stream
-        if stream is None:
+        producer = request.stream
+        if producer is None:
             if isinstance(result, Stream):
                 if started:  # it answered itself *and* returned a Stream: release the Stream
-                    await _discard(result)
+                    await _discard(result.producer)
                 else:
-                    await self.run(result, scope, replaying_receive, send)
+                    await self.run(result.producer, scope, replaying_receive, send)
             return
         if started or request.captured is None or request.status is None:
             # The framework answered with something else (an error page), or not at all.
-            await _discard(stream, "disconnect" if disconnected and not started else "error")
+            await _discard(producer, "disconnect" if disconnected and not started else "error")
             return
-        stream.status = request.status
-        stream._headers = stream._headers + request.added_headers()
-        await self.run(stream, scope, replaying_receive, send)
+        try:
+            producer.set_status(request.status)
+        except ValueError:
+            logger.error("a Stream was handed over with status %s", request.status, exc_info=True)
+            await _discard(producer)
+            with contextlib.suppress(OSError):
+                await send_plain(send, 500, "Internal Server Error\n")
+            return
+        producer.headers = producer.headers + request.added_headers()
+        await self.run(producer, scope, replaying_receive, send)
 
     async def run(
-        self, stream: Stream, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+        self,
+        producer: Producer,
+        scope: Scope,
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
     ) -> None:
-        """Drive ``stream`` as a tracked stream of this middleware (503 once shutting down)."""
-        stream._claim()  # first: a Stream already sent elsewhere must not touch the registry
+        """Drive a Stream's ``producer`` as a tracked stream of this middleware (503 once
+        shutting down)."""
+        producer.claim()  # first: a Stream already sent elsewhere must not touch the registry
         if self._closing:
-            stream._end("shutdown")
-            await stream._cleanup()
+            producer.end("shutdown")
+            with anyio.CancelScope(shield=True):
+                await producer.finish()
             with contextlib.suppress(OSError):
                 await send_plain(send, 503, "Service Unavailable: the server is shutting down\n")
             return
-        self._live.add(stream)
+        self._live.add(producer)
+        # Forgotten as soon as it ends, before on_close runs, even while a stuck write holds
+        # the driver.
+        producer.on_end(lambda: self._forget(producer))
         try:
-            # Forgotten as soon as it ends (on_close), even while a stuck write holds the driver.
-            stream.on_close(lambda _: self._forget(stream))
             await drive_claimed(
-                stream, scope, receive, send, ping=self.ping, max_buffer=self.max_buffer
+                producer, scope, receive, send, ping=self.ping, max_buffer=self.max_buffer
             )
         finally:
-            self._forget(stream)
+            self._forget(producer)
 
-    def _forget(self, stream: Stream) -> None:
-        self._live.discard(stream)
+    def _forget(self, producer: Producer) -> None:
+        self._live.discard(producer)
         if not self._live and self._idle is not None:
             self._idle.set()
+            self._idle = None
+
+    async def _until_idle(self) -> None:
+        """Return once no stream is live; every caller waits for the same event."""
+        while self._live:
+            if self._idle is None:
+                self._idle = anyio.Event()
+            await self._idle.wait()
 
     async def shutdown(self, grace: float = 5_000) -> None:
         """End every live stream (``on_close("shutdown")``, final empty body), waiting at most
-        ``grace`` ms before cutting the rest off; Streams returned afterwards get a 503."""
+        ``grace`` ms before cutting the rest off; Streams returned afterwards get a 503.
+        A stream still waiting for its first item ends at once, with a 503."""
         self._closing = True
-        for stream in list(self._live):
-            stream._end("shutdown")
+        for producer in list(self._live):
+            producer.end("shutdown")
         with anyio.move_on_after(grace / 1000):
-            while self._live:
-                self._idle = anyio.Event()
-                await self._idle.wait()
-        for stream in list(self._live):
-            if stream._abort is not None:
-                stream._abort()
-        with anyio.move_on_after(1):  # cut-off drivers run only their (shielded) cleanup now
-            while self._live:
-                self._idle = anyio.Event()
-                await self._idle.wait()
+            await self._until_idle()
+        for producer in list(self._live):
+            producer.abort()
+        with anyio.move_on_after(1):  # cut-off drivers run only their bounded cleanup now
+            await self._until_idle()

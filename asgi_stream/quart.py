@@ -30,8 +30,10 @@ from quart.typing import ResponseReturnValue, ResponseTypes
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 
-from .middleware import StreamMiddleware, hand_over
-from .stream import DEFAULT_MAX_BUFFER, DEFAULT_PING, Stream, current_request
+from .middleware import StreamMiddleware, hand_over, register_app_adapter
+from .producer import DEFAULT_MAX_BUFFER, DEFAULT_PING
+from .request import current_request
+from .stream import Stream
 from .wire import normalize_headers
 
 __all__ = ["accept_streams", "init_app"]
@@ -87,7 +89,8 @@ def accept_streams(app: Quart) -> None:
             # cache-control, which the middleware would not take from the stand-in).
             given = normalize_headers(Headers(headers).items())
             names = {name for name, _ in given}
-            stream._headers = [p for p in stream._headers if p[0] not in names] + given
+            producer = stream.producer
+            producer.headers = [p for p in producer.headers if p[0] not in names] + given
         stand_in = app.response_class(b"", status=stream.status, headers=Headers(hand_over(stream)))
         # Quart applies the tuple's status to the stand-in; the middleware keeps it.
         return await make_response(stand_in if status is None else (stand_in, int(status)))
@@ -110,3 +113,15 @@ def _split(result: object) -> tuple[Stream, Any, Any] | None:
             return result[0], None, result[1]
         return result[0], result[1], None
     return None  # Quart's own TypeError names the valid forms
+
+
+def _adapt(app: object) -> None:
+    """The plain wiring, ``app.asgi_app = StreamMiddleware(app.asgi_app)``, works too once
+    this module is imported: the middleware hands us its app, and a Quart app's bound
+    ``asgi_app`` gets :func:`accept_streams`."""
+    owner = getattr(app, "__self__", None)
+    if isinstance(owner, Quart):
+        accept_streams(owner)
+
+
+register_app_adapter(_adapt)

@@ -40,9 +40,9 @@ import importlib
 import importlib.util
 from typing import Any, Literal, NoReturn, cast
 
-from . import stream as _core
-from .stream import UNSET, _Unset
-from .wire import HeadersInput, normalize_headers
+from . import stream as core
+from .producer import UNSET, Unset
+from .wire import HeadersInput, check_status, normalize_headers
 
 try:
     from starlette.background import BackgroundTask
@@ -64,10 +64,10 @@ class _MediaType:
     def __get__(self, obj: Stream | None, owner: type | None = None) -> str:
         if obj is None:
             return "text/event-stream"
-        return obj._response_content_type().decode("latin-1").split(";")[0].strip()
+        return obj.producer.content_type().decode("latin-1").split(";")[0].strip()
 
 
-class Stream(_core.Stream, Response):  # type: ignore[misc]  # (_headers: see below)
+class Stream(core.Stream, Response):
     """An :class:`asgi_stream.Stream` that is also a Starlette ``Response``.
 
     Return it from a FastAPI endpoint (or a Starlette route). It takes the arguments of
@@ -79,9 +79,8 @@ class Stream(_core.Stream, Response):  # type: ignore[misc]  # (_headers: see be
     the ``StreamMiddleware`` of the request when there is one.
     """
 
-    # (The ignore on the class line: asgi_stream.Stream keeps its headers in ``_headers``, a
-    # list of pairs; Response caches a MutableHeaders under that name in its ``headers``
-    # property, which is replaced below, so the two never meet.)
+    # (Response's ``headers`` and ``status_code`` are plain attributes there, properties
+    # over the Stream's producer here.)
 
     media_type = _MediaType()
 
@@ -94,8 +93,8 @@ class Stream(_core.Stream, Response):  # type: ignore[misc]  # (_headers: see be
         retry: int | None = None,
         status: int = 200,
         headers: HeadersInput = None,
-        ping: float | _Unset | None = UNSET,
-        max_buffer: int | _Unset = UNSET,
+        ping: float | Unset | None = UNSET,
+        max_buffer: int | Unset = UNSET,
         format: Literal["sse", "ndjson", "text"] = "sse",
         background: BackgroundTask | None = None,
     ) -> None:
@@ -118,29 +117,27 @@ class Stream(_core.Stream, Response):  # type: ignore[misc]  # (_headers: see be
 
     @status_code.setter
     def status_code(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or not 200 <= value <= 599:
-            raise ValueError(f"status_code must be an int from 200 to 599, not {value!r}")
-        self.status = value
+        self.status = check_status(value, "status_code")
 
     @property
     def headers(self) -> MutableHeaders:
         """The Stream's own headers, as Starlette's ``MutableHeaders`` (changes apply)."""
-        return MutableHeaders(raw=self._headers)
+        return MutableHeaders(raw=self.producer.headers)
 
     @property
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
         """The Stream's own headers as ASGI pairs: the live list (``set_cookie`` adds here)."""
-        return self._headers
+        return self.producer.headers
 
     @raw_headers.setter
     def raw_headers(self, value: list[tuple[bytes, bytes]]) -> None:
-        self._headers = _checked(value)
+        self.producer.headers = _checked(value)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Send the stream (tracked by the request's StreamMiddleware, if any), then run
         ``background``."""
         # Headers changed through ``headers``/``raw_headers`` get the checks of the constructor.
-        self._headers = _checked(self._headers)
+        self.producer.headers = _checked(self.producer.headers)
         await super().__call__(scope, receive, send)
         if self.background is not None:
             await self.background()
@@ -166,7 +163,7 @@ def _refuse_plain_streams_in_fastapi() -> None:
         if importlib.util.find_spec("fastapi") is None:
             return  # Starlette alone: nothing to guard, and nothing imported
         encoders: Any = importlib.import_module("fastapi.encoders")
-        encoders.ENCODERS_BY_TYPE.setdefault(_core.Stream, _not_json)
+        encoders.ENCODERS_BY_TYPE.setdefault(core.Stream, _not_json)
     except Exception:  # pragma: no cover - a broken or different FastAPI: leave it alone
         return
 

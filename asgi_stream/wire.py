@@ -16,9 +16,14 @@ from typing import Any, Literal
 
 __all__ = [
     "FORMATS",
+    "NO_BODY_STATUSES",
     "PING",
     "Format",
     "ServerSentEvent",
+    "check_fields",
+    "check_max_buffer",
+    "check_ping",
+    "check_status",
     "content_type",
     "encode",
     "encode_comment",
@@ -27,6 +32,8 @@ __all__ = [
     "encode_sse",
     "encode_text",
     "json_dumps",
+    "normalize_headers",
+    "request_header",
     "response_headers",
 ]
 
@@ -57,7 +64,7 @@ class ServerSentEvent:
     comment: str | None = None
 
     def __post_init__(self) -> None:
-        _check_fields(self.event, self.id, self.retry)
+        check_fields(self.event, self.id, self.retry)
         if self.comment is not None and not isinstance(self.comment, str):
             raise TypeError(
                 f"ServerSentEvent.comment must be str, not {type(self.comment).__name__}"
@@ -68,7 +75,7 @@ class ServerSentEvent:
             )
 
 
-def _check_fields(event: object, id: object, retry: object) -> None:
+def check_fields(event: object, id: object, retry: object) -> None:
     """Refuse values that would break framing; never repair them silently."""
     if event is not None:
         if not isinstance(event, str):
@@ -84,13 +91,20 @@ def _check_fields(event: object, id: object, retry: object) -> None:
         raise ValueError(f"retry must be a non-negative integer (milliseconds), not {retry!r}")
 
 
+def _unserialisable(obj: object) -> TypeError:
+    return TypeError(f"cannot encode an object of type {type(obj).__qualname__} as JSON")
+
+
 def _json_default(obj: Any) -> Any:
     dump = getattr(obj, "model_dump", None)  # pydantic v2 models
     if callable(dump):
-        return dump(mode="json")
+        try:
+            return dump(mode="json")
+        except Exception as exc:  # pydantic's PydanticSerializationError, say
+            raise _unserialisable(obj) from exc
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return dataclasses.asdict(obj)
-    raise TypeError(f"cannot encode an object of type {type(obj).__qualname__} as JSON")
+    raise _unserialisable(obj)
 
 
 _JSON = json.JSONEncoder(
@@ -117,7 +131,10 @@ def json_dumps(obj: Any) -> str:
     """Compact, non-ASCII-escaped JSON; the output never contains a raw CR or LF."""
     dump_json = getattr(type(obj), "model_dump_json", None)
     if dump_json is not None:  # a pydantic model: its own serializer, same compact output
-        return str(dump_json(obj))
+        try:
+            return str(dump_json(obj))
+        except Exception as exc:  # pydantic's PydanticSerializationError, say
+            raise _unserialisable(obj) from exc
     try:
         return _JSON.encode(obj)
     except ValueError as exc:  # NaN/Infinity or a circular reference
@@ -168,7 +185,7 @@ def encode_sse(
             )
             and (retry is None or (type(retry) is int and retry >= 0))
         ):
-            _check_fields(event, id, retry)  # raises, or accepts a subclass of str or int
+            check_fields(event, id, retry)  # raises, or accepts a subclass of str or int
         text: str | None
         if cls is str:
             if not data:
@@ -205,7 +222,7 @@ def encode_sse(
         parts = [_comment_lines(sse.comment)] if sse.comment is not None else []
     else:
         if event is not None or id is not None or retry is not None:
-            _check_fields(event, id, retry)  # even when there is no data: never accept bad input
+            check_fields(event, id, retry)  # even when there is no data: never accept bad input
         if data is None or (isinstance(data, str) and not data):
             return b""  # as in the original: nothing to send
         parts = []
@@ -237,7 +254,7 @@ def encode_comment(text: str) -> bytes:
 
 def encode_retry(retry: int) -> bytes:
     """The stream-level ``retry:`` frame, written once before any event."""
-    _check_fields(None, None, retry)
+    check_fields(None, None, retry)
     return b"retry: %d\n\n" % retry
 
 
@@ -340,30 +357,33 @@ def normalize_headers(headers: HeadersInput) -> list[tuple[bytes, bytes]]:
             raise TypeError(
                 f"headers must be a mapping or (name, value) pairs, got {pair!r}"
             ) from None
-        raw_name = _header_part("name", name).lower()
-        raw_value = _header_part("value", value)
+        raw_name = _header_part("name", name, name).lower()
+        raw_value = _header_part("value", value, name)
         if raw_name in _FORBIDDEN_HEADERS:
             raise ValueError(f"header {raw_name.decode()!r} is hop-by-hop; the server sets it")
         result.append((raw_name, raw_value))
     return result
 
 
-def _header_part(what: str, part: object) -> bytes:
+# RFC 9110 5.6.2: a field name is a token.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# RFC 9110 5.5: a field value has no control character but HTAB.
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _header_part(what: str, part: object, name: object) -> bytes:
     if isinstance(part, str):
-        raw = part.encode("latin-1", errors="strict") if part.isascii() else None
-        if raw is None:
-            raise ValueError(f"header {what} must be ASCII: {part!r}")
+        if not part.isascii():
+            raise ValueError(f"header {name!r}: the {what} must be ASCII, not {part!r}")
+        raw = part.encode("ascii")
     elif isinstance(part, bytes):
         raw = part
     else:
-        raise TypeError(f"header {what} must be str, not {type(part).__name__}")
-    if (
-        b"\r" in raw
-        or b"\n" in raw
-        or b"\0" in raw
-        or (what == "name" and (not raw or b":" in raw))
-    ):
-        raise ValueError(f"invalid header {what}: {part!r}")
+        raise TypeError(f"header {name!r}: the {what} must be str, not {type(part).__name__}")
+    if what == "name" and not _TOKEN.fullmatch(raw):
+        raise ValueError(f"header name {part!r} is not an HTTP token (RFC 9110)")
+    if what == "value" and _CONTROL.search(raw):
+        raise ValueError(f"header {name!r}: the value has a control character: {part!r}")
     return raw
 
 
@@ -378,3 +398,40 @@ def response_headers(
     ]
     overridden = {name for name, _ in extra}
     return [pair for pair in base if pair[0] not in overridden] + extra
+
+
+# Responses that cannot carry a body (RFC 9110 6.4.1, 15.3.6): a stream there would complete at
+# once while its producer runs on unseen, and wedge the connection.
+NO_BODY_STATUSES = frozenset({204, 205, 304})
+
+
+def check_status(status: object, name: str = "status") -> int:
+    """A response status that can carry a stream: an int from 200 to 599 but 204, 205, 304."""
+    if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
+        raise ValueError(f"{name} must be an int from 200 to 599, not {status!r}")
+    if status in NO_BODY_STATUSES:
+        raise ValueError(f"{name} {status} cannot carry a body, so it cannot carry a stream")
+    return status
+
+
+def check_ping(ping: object) -> None:
+    """``ping`` is ``None`` (off) or a non-negative number of milliseconds."""
+    if ping is not None and (
+        isinstance(ping, bool) or not isinstance(ping, (int, float)) or ping < 0
+    ):
+        raise ValueError(f"ping must be None or milliseconds >= 0, not {ping!r}")
+
+
+def check_max_buffer(max_buffer: object) -> None:
+    """``max_buffer`` is a positive number of bytes."""
+    if isinstance(max_buffer, bool) or not isinstance(max_buffer, int) or max_buffer < 1:
+        raise ValueError(f"max_buffer must be a positive int (bytes), not {max_buffer!r}")
+
+
+def request_header(headers: Any, name: bytes) -> str | None:
+    """The first header ``name`` (lower-case bytes) of an ASGI header list, as latin-1 text."""
+    pairs: Iterable[tuple[bytes, bytes]] = headers
+    for key, value in pairs:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None

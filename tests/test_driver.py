@@ -14,6 +14,7 @@ import pytest
 
 from asgi_stream import CloseReason, ServerSentEvent, Stream
 from asgi_stream.driver import drive
+from asgi_stream.frames import FrameQueue
 from asgi_stream.wire import PING
 from tests.peer import Peer
 
@@ -377,7 +378,7 @@ async def test_slow_client_is_dropped_and_its_memory_released() -> None:
                 break
     assert reasons == ["slow-client"] and stream.closed
     assert results[-1] is False and len(results) < 120  # dropped once > 10 000 bytes waited
-    assert stream._queued == 0 and stream._frames == []
+    assert stream.producer.queue.queued == 0 and stream.producer.queue.frames == []
     assert not peer.finished
 
 
@@ -430,7 +431,7 @@ async def test_drain_waits_for_room_and_returns_when_there_is() -> None:
         tg.start_soon(stream, peer.scope, peer.receive, peer.send)
         with anyio.fail_after(2):
             await stream.drain()
-        assert stream._queued == 0 and peer.body.endswith(b"z" * 600 + b"\n\n")
+        assert stream.producer.queue.queued == 0 and peer.body.endswith(b"z" * 600 + b"\n\n")
         with anyio.fail_after(2):
             await stream.drain()  # room already: returns at once
         stream.close()
@@ -576,19 +577,21 @@ async def test_items_that_encode_to_nothing_still_yield_to_the_loop() -> None:
     assert ran - before >= 10, f"other tasks ran {ran - before} times in 100 ms"
 
 
-async def test_a_ping_and_a_close_during_a_producer_write_reach_the_writer() -> None:
+async def test_a_ping_and_a_close_during_a_producer_write_reach_the_writer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     source = Sparse()
     stream, peer = Stream(source.items(), ping=5), Peer(hold_at=1)
     reasons = record(stream)
     pinged = anyio.Event()
-    push = stream._push
+    push = FrameQueue.push
 
-    def spy(frame: bytes) -> bool:
+    def spy(queue: FrameQueue, frame: bytes) -> bool:
         if frame == PING:
             pinged.set()
-        return push(frame)
+        return push(queue, frame)
 
-    stream._push = spy  # type: ignore[method-assign]
+    monkeypatch.setattr(FrameQueue, "push", spy)
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             tg.start_soon(stream, peer.scope, peer.receive, peer.send)
@@ -733,9 +736,9 @@ async def test_driver_defaults_apply_only_where_the_stream_is_unset() -> None:
     for stream in (own, default):
         stream.close()
         peer = Peer()
-        await drive(stream, peer.scope, peer.receive, peer.send, ping=7, max_buffer=456)
-    assert (own._limit, own._ping_seconds) == (123, None)
-    assert (default._limit, default._ping_seconds) == (456, 0.007)
+        await drive(stream.producer, peer.scope, peer.receive, peer.send, ping=7, max_buffer=456)
+    assert (own.producer.queue.limit, own.producer.ping_seconds()) == (123, None)
+    assert (default.producer.queue.limit, default.producer.ping_seconds()) == (456, 0.007)
 
 
 async def test_proxy_user_headers_override_the_upstream_content_type() -> None:
@@ -787,7 +790,7 @@ async def test_a_stalled_heartbeat_write_still_bounds_memory() -> None:
         for _ in range(100):
             if not stream.send("x" * 100):
                 break
-    assert reasons == ["slow-client"] and stream._queued == 0
+    assert reasons == ["slow-client"] and stream.producer.queue.queued == 0
 
 
 class RawOnly:

@@ -64,7 +64,7 @@ async def test_middleware_defaults_reach_its_streams() -> None:
     await StreamMiddleware(returning(stream), ping=None, max_buffer=2048)(
         peer.scope, peer.receive, peer.send
     )
-    assert stream._limit == 2048 and stream._ping_seconds is None
+    assert stream.producer.queue.limit == 2048 and stream.producer.ping_seconds() is None
 
 
 async def until(condition: Any) -> None:
@@ -254,9 +254,9 @@ async def test_a_stream_run_as_an_asgi_response_inside_the_middleware_is_tracked
     async with anyio.create_task_group() as tg:
         tg.start_soon(middleware, peer.scope, peer.receive, peer.send)
         await until(lambda: middleware.active == 1)
-        assert stream._limit == 4096  # the middleware's defaults apply
+        assert stream.producer.queue.limit == 4096  # the middleware's defaults apply
         await middleware.shutdown(grace=1_000)
-    assert peer.finished and stream._reason == "shutdown"
+    assert peer.finished and stream.producer.queue.reason == "shutdown"
 
 
 # -- regressions found in review -------------------------------------------------------------
@@ -273,7 +273,7 @@ async def test_a_stream_returned_twice_does_not_corrupt_the_registry() -> None:
             await middleware(second.scope, second.receive, second.send)
         assert middleware.active == 1  # the first request's stream is still tracked
         await middleware.shutdown(grace=1_000)
-    assert first.finished and stream._reason == "shutdown"
+    assert first.finished and stream.producer.queue.reason == "shutdown"
 
 
 class Upstream:

@@ -19,13 +19,13 @@ def test_send_returns_false_once_closed_and_close_is_idempotent() -> None:
     assert stream.closed
     assert stream.send("b") is False
     assert stream.send(object()) is False  # a closed stream never raises, whatever the data
-    assert stream._frames == [b"data: a\n\n"]
+    assert stream.producer.queue.frames == [b"data: a\n\n"]
 
 
 def test_none_and_empty_string_send_nothing() -> None:
     stream = Stream()
     assert stream.send(None) and stream.send("")
-    assert stream._frames == []
+    assert stream.producer.queue.frames == []
 
 
 @pytest.mark.parametrize(
@@ -64,7 +64,7 @@ def test_bad_fields_raise_at_send_time(kwargs: dict[str, Any], error: type, name
     stream = Stream()
     with pytest.raises(error, match=names):
         stream.send("data", **kwargs)
-    assert stream._frames == [] and not stream.closed
+    assert stream.producer.queue.frames == [] and not stream.closed
 
 
 def test_unencodable_data_raises_type_error_naming_the_type() -> None:

@@ -55,7 +55,7 @@ def field_names(frame: bytes) -> list[str]:
 
 
 def frames_of(stream: Stream) -> list[bytes]:
-    return list(stream._frames)
+    return list(stream.producer.queue.frames)
 
 
 # --------------------------------------------------------------------------------------
@@ -422,8 +422,8 @@ def test_stream_retry_is_the_first_frame() -> None:
     result = parse(b"".join(frames_of(stream)))
     assert result.retries == [2500]
     assert result.events == [Event(data="x", event="e", retry=2500)]
-    assert Stream(retry=0)._frames == [b"retry: 0\n\n"]
-    assert Stream()._frames == []
+    assert Stream(retry=0).producer.queue.frames == [b"retry: 0\n\n"]
+    assert Stream().producer.queue.frames == []
 
 
 def test_encode_retry() -> None:

@@ -1,0 +1,170 @@
+"""The bounded queue of encoded frames between a stream's producers and its one writer.
+
+Producers (the source loop, ``Stream.send`` from a callback, another OS thread) push frames;
+one consumer (the driver's writer, or ``Stream.value``) takes everything queued as one chunk.
+The queue also holds the stream's close reason, since closing is what a consumer waits for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Literal
+
+import anyio
+
+__all__ = ["DROPPING", "CloseReason", "FrameQueue", "call_soon_threadsafe"]
+
+CloseReason = Literal["complete", "disconnect", "slow-client", "shutdown", "error"]
+# Reasons that end a stream without flushing it: what is queued is dropped at once.
+DROPPING: Final = frozenset({"disconnect", "slow-client"})
+# Producers pause when this many bytes wait (or half of max_buffer, if smaller).
+LOW_WATER: Final = 65_536
+
+
+def call_soon_threadsafe() -> Callable[..., object]:
+    """How another OS thread schedules a call on the running event loop (asyncio or trio),
+    without blocking that thread."""
+    try:
+        return asyncio.get_running_loop().call_soon_threadsafe
+    except RuntimeError:
+        trio: Any = sys.modules["trio"]  # not asyncio, so trio (the only other anyio backend)
+        return trio.lowlevel.current_trio_token().run_sync_soon  # type: ignore[no-any-return]
+
+
+class FrameQueue:
+    """Encoded frames waiting for the writer, bounded by ``limit`` bytes while a write is in
+    progress (a slower reader than producer is dropped as ``"slow-client"``)."""
+
+    __slots__ = (
+        "frames",
+        "limit",
+        "loop_thread",
+        "low_water",
+        "on_end",
+        "queued",
+        "reason",
+        "room",
+        "schedule",
+        "wakeup",
+        "write_now",
+        "writing",
+    )
+
+    def __init__(self, limit: int) -> None:
+        self.frames: list[bytes] = []
+        self.queued = 0  # bytes in ``frames``
+        self.limit = limit
+        self.low_water = min(LOW_WATER, max(1, limit // 2))
+        self.reason: CloseReason | None = None
+        self.writing = False  # the consumer holds a chunk it has not finished writing
+        self.wakeup: anyio.Event | None = None  # set when the writer waits for frames
+        self.room: anyio.Event | None = None  # set when a producer waits for room
+        # Told of every close, with its reason (the driver cancels what must stop).
+        self.on_end: Callable[[CloseReason], None] | None = None
+        # Writes what is queued now from the producer's task while the writer is parked
+        # (asyncio only; see ``sources.pump``).
+        self.write_now: Callable[[], Awaitable[None]] | None = None
+        # The event loop's thread, and how other threads reach it (``bind``).
+        self.loop_thread: int | None = None
+        self.schedule: Callable[..., object] | None = None
+
+    def set_limit(self, limit: int) -> None:
+        self.limit = limit
+        self.low_water = min(LOW_WATER, max(1, limit // 2))
+
+    def bind(self) -> None:
+        """Called on the event loop that consumes the queue: from now on, pushes and closes
+        from other threads are handed to that loop (``foreign``)."""
+        self.loop_thread = threading.get_ident()
+        self.schedule = call_soon_threadsafe()
+
+    def foreign(self) -> bool:
+        """Whether the caller runs in another thread than the consuming event loop."""
+        return self.loop_thread is not None and threading.get_ident() != self.loop_thread
+
+    def in_loop(self, function: Callable[..., object], *args: object) -> bool:
+        """Run ``function(*args)`` on the consuming loop, soon; ``False`` if it has ended."""
+        assert self.schedule is not None
+        try:
+            self.schedule(function, *args)
+        except RuntimeError:  # the loop is closed (trio's RunFinishedError is one too)
+            return False
+        return True
+
+    @property
+    def closed(self) -> bool:
+        return self.reason is not None
+
+    def push(self, frame: bytes) -> bool:
+        """Queue one frame; ``False`` if the queue overflowed (the client is dropped)."""
+        self.frames.append(frame)
+        self.queued += len(frame)
+        if self.writing and self.queued > self.limit:
+            self.end("slow-client")
+            return False
+        if self.wakeup is not None:
+            self.wakeup.set()
+            self.wakeup = None
+        return True
+
+    def take_frames(self) -> list[bytes]:
+        """Every frame queued, in order; the queue is empty (and has room) afterwards."""
+        frames = self.frames
+        if frames:
+            self.frames = []
+            self.queued = 0
+            if self.room is not None:
+                self.room.set()
+                self.room = None
+        return frames
+
+    def take(self) -> bytes:
+        """Everything queued, as one chunk (coalescing the frames that already wait)."""
+        frames = self.take_frames()
+        return frames[0] if len(frames) == 1 else b"".join(frames)
+
+    async def wait(self) -> None:
+        """Return once frames are queued or the stream is closed."""
+        if not self.frames and self.reason is None:
+            self.wakeup = anyio.Event()
+            await self.wakeup.wait()
+
+    async def next_chunk(self) -> bytes:
+        """The next chunk to write; ``b""`` once the stream is closed and flushed."""
+        if not self.frames and self.reason is None:
+            self.wakeup = anyio.Event()
+            await self.wakeup.wait()
+        return self.take()
+
+    def full(self) -> bool:
+        """Whether producers should wait (``until_room``) before queueing more."""
+        return self.queued >= self.low_water
+
+    async def until_room(self) -> bool:
+        """Wait while too much is queued; ``True`` if it had to wait."""
+        waited = False
+        while self.reason is None and self.queued >= self.low_water:
+            if self.room is None:
+                self.room = anyio.Event()
+            await self.room.wait()
+            waited = True
+        return waited
+
+    def end(self, reason: CloseReason) -> bool:
+        """Close with ``reason`` (the first one wins); dropping reasons discard the queue."""
+        if self.reason is not None:
+            return False
+        self.reason = reason
+        if reason in DROPPING:
+            self.frames = []
+            self.queued = 0
+        for event in (self.wakeup, self.room):
+            if event is not None:
+                event.set()
+        self.wakeup = self.room = None
+        if self.on_end is not None:
+            self.on_end(reason)
+        return True

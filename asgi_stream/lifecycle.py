@@ -1,0 +1,87 @@
+"""The end of a stream: what it owns is closed, then ``on_close`` callbacks hear the reason.
+
+Runs once per stream, shielded from the cancellation that usually ends it (a disconnect), but
+bounded: closing each owned object and running each async callback gets at most
+``CLEANUP_TIMEOUT`` seconds, so user code that never returns can neither make a request
+uncancellable nor keep a server from exiting.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Final
+
+import anyio
+
+from .frames import CloseReason, FrameQueue
+
+__all__ = ["CLEANUP_TIMEOUT", "Lifecycle", "close_quietly"]
+
+logger = logging.getLogger("asgi_stream")
+
+CLEANUP_TIMEOUT: Final = 1.0
+"""Seconds that closing one owned object, or one async ``on_close`` callback, may take."""
+
+
+async def close_quietly(obj: object) -> None:
+    """Close a source or iterator the way it wants to be closed (``aclose`` or ``close``);
+    a coroutine never awaited is closed unawaited. Failures are logged, not raised."""
+    closer = getattr(obj, "aclose", None) or getattr(obj, "close", None)
+    if closer is None:
+        return
+    try:
+        result = closer()
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        logger.exception("closing the stream source %r failed", obj)
+
+
+class Lifecycle:
+    """Who wants to hear that a stream ended."""
+
+    __slots__ = ("callbacks", "ended", "listeners")
+
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[CloseReason], object]] = []  # the user's on_close
+        self.listeners: list[Callable[[], object]] = []  # ours (a registry): told first
+        self.ended = False
+
+    def on_close(self, callback: Callable[[CloseReason], object]) -> None:
+        if not callable(callback):
+            raise TypeError(f"on_close() needs a callable, not {type(callback).__name__}")
+        if self.ended:
+            raise RuntimeError("the stream has already ended; on_close() is too late")
+        self.callbacks.append(callback)
+
+    async def finish(self, queue: FrameQueue, owned: list[object]) -> None:
+        """Once: close the queue (``"disconnect"`` unless it has a reason), tell the
+        listeners, close what is ``owned`` in order, then run the callbacks, each within the
+        bound.
+        Call it shielded: it must run even when its caller was cancelled."""
+        if self.ended:
+            return
+        self.ended = True
+        queue.end("disconnect")  # a no-op when it already has a reason
+        reason = queue.reason
+        assert reason is not None
+        for listener in self.listeners:
+            listener()
+        for obj in owned:
+            with anyio.move_on_after(CLEANUP_TIMEOUT, shield=True) as scope:
+                await close_quietly(obj)
+            if scope.cancelled_caught:
+                logger.warning("closing %r took over %s s; left", obj, CLEANUP_TIMEOUT)
+        for callback in self.callbacks:
+            with anyio.move_on_after(CLEANUP_TIMEOUT, shield=True) as scope:
+                try:
+                    result = callback(reason)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    logger.exception("on_close callback %r failed", callback)
+            if scope.cancelled_caught:
+                logger.warning("on_close callback %r took over %s s; cancelled", callback,
+                               CLEANUP_TIMEOUT)
