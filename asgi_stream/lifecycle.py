@@ -83,5 +83,6 @@ class Lifecycle:
                 except Exception:
                     logger.exception("on_close callback %r failed", callback)
             if scope.cancelled_caught:
-                logger.warning("on_close callback %r took over %s s; cancelled", callback,
-                               CLEANUP_TIMEOUT)
+                logger.warning(
+                    "on_close callback %r took over %s s; cancelled", callback, CLEANUP_TIMEOUT
+                )

@@ -110,8 +110,10 @@ class Producer:
         """Encode and queue one item of an automatic source (``Stream.send``'s rules)."""
         queue = self.queue
         if queue.reason is None:
-            frame = self.encode(item) if self.event is None else self.encode(
-                item, default_event=self.event
+            frame = (
+                self.encode(item)
+                if self.event is None
+                else self.encode(item, default_event=self.event)
             )
             if frame:
                 queue.push(frame)

@@ -29,8 +29,8 @@ __all__ = [
     "Mode",
     "Source",
     "UpstreamError",
-    "is_single_item",
     "classify",
+    "is_single_item",
     "pump",
     "source_for",
 ]
@@ -142,7 +142,11 @@ async def pump(iterator: Iterator[Any] | AsyncIterator[Any], queue: FrameQueue, 
     asked = time.monotonic()
     async for item in iterator:
         parked = queue.wakeup
-        if parked is not None and queue.write_now is not None and time.monotonic() - asked >= SPARSE:
+        if (
+            parked is not None
+            and queue.write_now is not None
+            and time.monotonic() - asked >= SPARSE
+        ):
             # The writer waits and so did the source: write from here. No new time slice, as
             # the loop may not have run (a source that computes for long).
             await _put_and_write(queue, put, item)
@@ -291,4 +295,3 @@ _ADAPTERS: dict[Mode, type[Source]] = {
 def source_for(source: object) -> Source:
     """The adapter for ``Stream(source)``; ``TypeError`` for what cannot be streamed."""
     return _ADAPTERS[classify(source)](source)
-

@@ -489,14 +489,22 @@ async def test_response_class_documents_the_stream_in_openapi() -> None:
             assert body == b"data: e\n\n"
 
 
-async def test_a_plain_stream_is_refused_even_without_importing_the_integration() -> None:
+async def test_the_refusal_is_opt_in_importing_the_integration_registers_it() -> None:
+    """asgi_stream never touches FastAPI on its own (the middleware imports no integration);
+    importing ``asgi_stream.starlette`` registers the refusal of plain Streams."""
     code = textwrap.dedent(
         """
+        import sys
         import asgi_stream
         from fastapi import FastAPI
-        from fastapi.encoders import jsonable_encoder
+        from fastapi.encoders import ENCODERS_BY_TYPE, jsonable_encoder
 
         app = asgi_stream.StreamMiddleware(FastAPI())
+        assert asgi_stream.Stream not in ENCODERS_BY_TYPE, "registered without being asked"
+        assert "asgi_stream.starlette" not in sys.modules
+
+        import asgi_stream.starlette
+
         try:
             jsonable_encoder(asgi_stream.Stream())
         except TypeError as exc:
