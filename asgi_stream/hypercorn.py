@@ -5,12 +5,20 @@ connections (an endless stream never finishes), then cancels them mid-stream. He
 shutdown trigger first calls :meth:`StreamMiddleware.shutdown`: every stream gets
 ``on_close("shutdown")`` and its final frame, and hypercorn then has nothing left to wait for.
 It also corrects hypercorn's HTTP/2 backpressure (see ``_fix_http2_backpressure``), without
-which ``max_buffer`` cannot hold for an HTTP/2 client that stops reading.
+which ``max_buffer`` cannot hold for an HTTP/2 client that stops reading; resets an HTTP/2
+stream whose app gave up its response (``_reset_unfinished_http2_streams``: a stream dropped as
+"slow-client" would stay open for its client); and bounds the shutdown when a client stopped
+reading, which would hold hypercorn's worker for as long as it stays connected: trio's
+shielded socket write (``_bound_trio_writes``), asyncio's wait for the transport to flush
+(``_abort_cut_off_asyncio_connections``).
 Needs hypercorn (``pip install asgi-stream[demo]``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -56,6 +64,154 @@ def _fix_http2_backpressure() -> None:
     buffer_class._asgi_stream = True
 
 
+def _reset_unfinished_http2_streams() -> None:
+    """hypercorn ends an HTTP/2 stream only when the app sends its final body. An app that
+    returns or raises after its response started, without it (as the driver does for a client
+    dropped as "slow-client"), leaves the stream open for as long as the connection lives:
+    its client waits for ever and hypercorn keeps the stream's buffer. Reset such a stream
+    (RST_STREAM, as HTTP/1.1 closes the connection) once hypercorn's sender has sent what
+    flow control allows of its buffer, and forget it. The connection and its other streams go
+    on. Idempotent; skipped if hypercorn's internals are not the ones known."""
+    try:
+        import h2.errors
+        import h2.exceptions
+        from hypercorn.protocol import h2 as h2_protocol
+        from hypercorn.protocol.events import StreamClosed
+        from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
+        from priority.priority import PriorityError
+    except ImportError:  # pragma: no cover - depends on the installed hypercorn
+        return
+    protocol = getattr(h2_protocol, "H2Protocol", None)
+    started = {getattr(ASGIHTTPState, name, None) for name in ("RESPONSE", "TRAILERS")}
+    if (
+        protocol is None
+        or None in started
+        or getattr(protocol, "_asgi_stream", False)
+        or not all(
+            callable(getattr(protocol, name, None))
+            for name in ("stream_send", "_send_data", "_flush", "_window_updated")
+        )
+    ):
+        return
+    stream_send, send_data = protocol.stream_send, protocol._send_data
+
+    async def send(self: Any, event: Any) -> None:
+        # StreamClosed while the response is started and not ended: the app gave it up.
+        stream = self.streams.get(event.stream_id) if isinstance(event, StreamClosed) else None
+        given_up = isinstance(stream, HTTPStream) and stream.state in started
+        await stream_send(self, event)
+        if given_up and event.stream_id in self.stream_buffers:
+            self.__dict__.setdefault("_asgi_stream_given_up", set()).add(event.stream_id)
+            await self._window_updated(event.stream_id)  # the sender takes it from here
+
+    async def send_then_reset(self: Any, stream_id: int) -> None:
+        await send_data(self, stream_id)
+        given_up: set[int] | None = self.__dict__.get("_asgi_stream_given_up")
+        if not given_up or stream_id not in given_up:
+            return
+        buffer = self.stream_buffers.get(stream_id)
+        if buffer is None:  # gone meanwhile: reset by the client, or the connection closed
+            given_up.discard(stream_id)
+            return
+        try:
+            if buffer.buffer and self.connection.local_flow_control_window(stream_id) > 0:
+                return  # more of it can go out first
+            self.connection.reset_stream(stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+        except h2.exceptions.ProtocolError:  # closed meanwhile
+            pass
+        else:
+            await self._flush()
+        given_up.discard(stream_id)
+        self.stream_buffers.pop(stream_id, None)
+        with contextlib.suppress(PriorityError):
+            self.priority.remove_stream(stream_id)
+        await buffer.close()  # wakes a writer still waiting for room
+
+    protocol.stream_send = send
+    protocol._send_data = send_then_reset
+    protocol._asgi_stream = True
+
+
+def _bound_trio_writes() -> None:
+    """hypercorn's trio worker shields every socket write from cancellation (so that a
+    cancelled app cannot cut a frame in half). A write to a client that stopped reading then
+    never ends, not even when hypercorn cuts the connections off ``graceful_timeout`` after
+    a shutdown began: the worker hangs for as long as that client stays connected. Close the
+    connection's socket when hypercorn cuts it off: the shielded write fails (closed), which
+    hypercorn handles as a closed connection. One sleeping task per connection. Idempotent;
+    skipped if hypercorn's internals are not the ones known."""
+    try:
+        import trio
+        from hypercorn.trio import tcp_server
+    except ImportError:  # pragma: no cover - depends on the installed hypercorn
+        return
+    server_class = getattr(tcp_server, "TCPServer", None)
+    run = getattr(server_class, "run", None)
+    if (
+        server_class is None
+        or run is None
+        or getattr(server_class, "_asgi_stream", False)
+        or not callable(getattr(server_class, "protocol_send", None))
+        or "stream" not in inspect.signature(server_class).parameters
+    ):
+        return
+
+    async def close_when_cut_off(server: Any, own: trio.CancelScope) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            if not own.cancel_called:  # cancelled from outside: hypercorn cut it off
+                stream = getattr(server, "stream", None)
+                sock = getattr(getattr(stream, "transport_stream", stream), "socket", None)
+                if sock is not None:
+                    sock.close()  # wakes a blocked send_all with ClosedResourceError
+
+    async def run_bounded(self: Any) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(close_when_cut_off, self, nursery.cancel_scope)
+            try:
+                await run(self)
+            finally:
+                nursery.cancel_scope.cancel()
+
+    server_class.run = run_bounded
+    server_class._asgi_stream = True
+
+
+def _abort_cut_off_asyncio_connections() -> None:
+    """hypercorn's asyncio worker closes a connection by waiting (``wait_closed``) until the
+    transport has flushed what it buffered. When hypercorn cuts a connection off at shutdown
+    (its task cancelled ``graceful_timeout`` after the shutdown began) and the client stopped
+    reading, that wait never ends (HTTP/2: nothing else cancels it) and the worker hangs.
+    Abort the transport, dropping what is unsent, when the closing task is being cancelled.
+    Idempotent; skipped if hypercorn's internals are not the ones known (and before Python
+    3.11, which cannot tell a task being cancelled)."""
+    try:
+        from hypercorn.asyncio import tcp_server
+    except ImportError:  # pragma: no cover - depends on the installed hypercorn
+        return
+    server_class = getattr(tcp_server, "TCPServer", None)
+    close = getattr(server_class, "_close", None)
+    if (
+        server_class is None
+        or close is None
+        or getattr(server_class, "_asgi_stream", False)
+        or "writer" not in inspect.signature(server_class).parameters
+    ):
+        return
+
+    async def close_or_abort(self: Any) -> None:
+        task = asyncio.current_task()
+        if task is not None and getattr(task, "cancelling", lambda: 0)() > 0:  # cut off
+            transport = getattr(getattr(self, "writer", None), "transport", None)
+            if transport is not None:
+                transport.abort()  # wait_closed() returns once the loop has closed it
+        await close(self)
+
+    server_class._close = close_or_abort
+    server_class._asgi_stream = True
+
+
 def _running_trio() -> bool:
     trio = sys.modules.get("trio")
     if trio is None:
@@ -94,6 +250,7 @@ async def serve(
             f"not {type(app).__name__}"
         )
     _fix_http2_backpressure()
+    _reset_unfinished_http2_streams()
     config = config or Config()
     if bind is not None:
         config.bind = [bind]
@@ -106,12 +263,12 @@ async def serve(
     if _running_trio():
         from hypercorn.trio import serve as hypercorn_serve
 
+        _bound_trio_writes()
         await hypercorn_serve(app, config, shutdown_trigger=stop)  # type: ignore[arg-type]
         return
-    import asyncio
-
     from hypercorn.asyncio import serve as asyncio_serve
 
+    _abort_cut_off_asyncio_connections()
     task = asyncio.current_task()
     if task is not None and not hasattr(task, "uncancel"):  # Python 3.10: nothing to undo
         task = None
