@@ -34,6 +34,20 @@ if TYPE_CHECKING:
 
 __all__ = ["run", "serve"]
 
+# hypercorn internals this module replaces, each once: (class, attribute name).
+_PATCHED: set[tuple[object, str]] = set()
+
+
+def _patch(owner: Any, name: str, replacement: Any) -> bool:
+    """Replace hypercorn's ``owner.<name>`` (a private one, mostly) with ``replacement``;
+    ``False`` if it was already replaced. Names are passed as data: these are hypercorn's
+    internals, reached on purpose and checked before each patch."""
+    if (owner, name) in _PATCHED:
+        return False
+    setattr(owner, name, replacement)
+    _PATCHED.add((owner, name))
+    return True
+
 
 def _fix_http2_backpressure() -> None:
     """hypercorn's HTTP/2 ``StreamBuffer.pop`` releases a paused writer whenever the popped
@@ -47,7 +61,7 @@ def _fix_http2_backpressure() -> None:
         return
     buffer_class = getattr(h2, "StreamBuffer", None)
     low_water = getattr(h2, "BUFFER_LOW_WATER", None)
-    if buffer_class is None or low_water is None or getattr(buffer_class, "_asgi_stream", False):
+    if buffer_class is None or low_water is None or (buffer_class, "pop") in _PATCHED:
         return
 
     async def pop(self: Any, max_length: int) -> bytes:
@@ -60,8 +74,7 @@ def _fix_http2_backpressure() -> None:
             await self._is_empty.set()
         return data
 
-    buffer_class.pop = pop
-    buffer_class._asgi_stream = True
+    _patch(buffer_class, "pop", pop)
 
 
 def _reset_unfinished_http2_streams() -> None:
@@ -83,17 +96,18 @@ def _reset_unfinished_http2_streams() -> None:
         return
     protocol = getattr(h2_protocol, "H2Protocol", None)
     started = {getattr(ASGIHTTPState, name, None) for name in ("RESPONSE", "TRAILERS")}
+    sender = "_send_data"
     if (
         protocol is None
         or None in started
-        or getattr(protocol, "_asgi_stream", False)
+        or (protocol, sender) in _PATCHED
         or not all(
             callable(getattr(protocol, name, None))
-            for name in ("stream_send", "_send_data", "_flush", "_window_updated")
+            for name in ("stream_send", sender, "_flush", "_window_updated")
         )
     ):
         return
-    stream_send, send_data = protocol.stream_send, protocol._send_data
+    stream_send, send_data = protocol.stream_send, getattr(protocol, sender)
 
     async def send(self: Any, event: Any) -> None:
         # StreamClosed while the response is started and not ended: the app gave it up.
@@ -127,9 +141,8 @@ def _reset_unfinished_http2_streams() -> None:
             self.priority.remove_stream(stream_id)
         await buffer.close()  # wakes a writer still waiting for room
 
-    protocol.stream_send = send
-    protocol._send_data = send_then_reset
-    protocol._asgi_stream = True
+    _patch(protocol, "stream_send", send)
+    _patch(protocol, sender, send_then_reset)
 
 
 def _bound_trio_writes() -> None:
@@ -150,7 +163,7 @@ def _bound_trio_writes() -> None:
     if (
         server_class is None
         or run is None
-        or getattr(server_class, "_asgi_stream", False)
+        or (server_class, "run") in _PATCHED
         or not callable(getattr(server_class, "protocol_send", None))
         or "stream" not in inspect.signature(server_class).parameters
     ):
@@ -174,8 +187,7 @@ def _bound_trio_writes() -> None:
             finally:
                 nursery.cancel_scope.cancel()
 
-    server_class.run = run_bounded
-    server_class._asgi_stream = True
+    _patch(server_class, "run", run_bounded)
 
 
 def _abort_cut_off_asyncio_connections() -> None:
@@ -191,11 +203,12 @@ def _abort_cut_off_asyncio_connections() -> None:
     except ImportError:  # pragma: no cover - depends on the installed hypercorn
         return
     server_class = getattr(tcp_server, "TCPServer", None)
-    close = getattr(server_class, "_close", None)
+    closer = "_close"
+    close = getattr(server_class, closer, None)
     if (
         server_class is None
         or close is None
-        or getattr(server_class, "_asgi_stream", False)
+        or (server_class, closer) in _PATCHED
         or "writer" not in inspect.signature(server_class).parameters
     ):
         return
@@ -208,8 +221,7 @@ def _abort_cut_off_asyncio_connections() -> None:
                 transport.abort()  # wait_closed() returns once the loop has closed it
         await close(self)
 
-    server_class._close = close_or_abort
-    server_class._asgi_stream = True
+    _patch(server_class, closer, close_or_abort)
 
 
 def _running_trio() -> bool:
