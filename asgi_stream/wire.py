@@ -372,6 +372,8 @@ _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def _header_part(what: str, part: object, name: object) -> bytes:
+    if isinstance(name, bytes):  # named in messages as it was given, as text
+        name = name.decode("latin-1")
     if isinstance(part, str):
         if not part.isascii():
             raise ValueError(f"header {name!r}: the {what} must be ASCII, not {part!r}")
