@@ -154,8 +154,12 @@ class FrameQueue:
         return waited
 
     def end(self, reason: CloseReason) -> bool:
-        """Close with ``reason`` (the first one wins); dropping reasons discard the queue."""
-        if self.reason is not None:
+        """Close with ``reason``; dropping reasons discard the queue. The first reason wins,
+        but for a ``"complete"`` stream that a dropping reason ends before everything was
+        written: its client did not get it all."""
+        if self.reason is not None and not (
+            self.reason == "complete" and reason in DROPPING and (self.frames or self.writing)
+        ):
             return False
         self.reason = reason
         if reason in DROPPING:

@@ -1,16 +1,16 @@
 """The end of a stream: what it owns is closed, then ``on_close`` callbacks hear the reason.
 
 Runs once per stream, shielded from the cancellation that usually ends it (a disconnect), but
-bounded: closing each owned object and running each async callback gets at most
-``CLEANUP_TIMEOUT`` seconds, so user code that never returns can neither make a request
-uncancellable nor keep a server from exiting.
+bounded: closing each owned object gets at most ``CLEANUP_TIMEOUT`` seconds, and the async
+callbacks, which run together, get ``CLEANUP_TIMEOUT`` seconds in all. User code that never
+returns can neither make a request uncancellable nor keep a server from exiting.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 import anyio
@@ -22,7 +22,7 @@ __all__ = ["CLEANUP_TIMEOUT", "Lifecycle", "close_quietly"]
 logger = logging.getLogger("asgi_stream")
 
 CLEANUP_TIMEOUT: Final = 1.0
-"""Seconds that closing one owned object, or one async ``on_close`` callback, may take."""
+"""Seconds that closing one owned object, or a stream's async ``on_close`` callbacks, may take."""
 
 
 async def close_quietly(obj: object) -> None:
@@ -58,8 +58,8 @@ class Lifecycle:
 
     async def finish(self, queue: FrameQueue, owned: list[object]) -> None:
         """Once: close the queue (``"disconnect"`` unless it has a reason), tell the
-        listeners, close what is ``owned`` in order, then run the callbacks, each within the
-        bound.
+        listeners, close what is ``owned`` in order, then run the callbacks: each is called in
+        order, and the awaitables they return are awaited together, within the bound.
         Call it shielded: it must run even when its caller was cancelled."""
         if self.ended:
             return
@@ -74,15 +74,28 @@ class Lifecycle:
                 await close_quietly(obj)
             if scope.cancelled_caught:
                 logger.warning("closing %r took over %s s; left", obj, CLEANUP_TIMEOUT)
-        for callback in self.callbacks:
+        pending: list[tuple[Callable[[CloseReason], object], Awaitable[object]]] = []
+        for callback in self.callbacks:  # called in order; the async ones then run together
+            try:
+                result = callback(reason)
+            except Exception:
+                logger.exception("on_close callback %r failed", callback)
+            else:
+                if inspect.isawaitable(result):
+                    pending.append((callback, result))
+        if pending:
             with anyio.move_on_after(CLEANUP_TIMEOUT, shield=True) as scope:
-                try:
-                    result = callback(reason)
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception:
-                    logger.exception("on_close callback %r failed", callback)
+                async with anyio.create_task_group() as tg:
+                    for callback, awaitable in pending:
+                        tg.start_soon(_complete, callback, awaitable)
             if scope.cancelled_caught:
-                logger.warning(
-                    "on_close callback %r took over %s s; cancelled", callback, CLEANUP_TIMEOUT
-                )
+                logger.warning("on_close callbacks took over %s s; cancelled", CLEANUP_TIMEOUT)
+
+
+async def _complete(
+    callback: Callable[[CloseReason], object], awaitable: Awaitable[object]
+) -> None:
+    try:
+        await awaitable
+    except Exception:
+        logger.exception("on_close callback %r failed", callback)
