@@ -6,11 +6,13 @@ import contextvars
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any, TypeVar
 
 import anyio
-import anyio.to_thread
+import anyio.from_thread
+import anyio.lowlevel
 
 __all__ = ["iterate_in_thread"]
 
@@ -24,20 +26,49 @@ async def iterate_in_thread(iterable: Iterable[T]) -> AsyncIterator[T]:
     ``Stream(iterate_in_thread(rows()))``. Every ``next()`` and the final ``close()`` run in
     that one thread, with the caller's context variables (thread-bound sources such as DB
     connections keep working); stopping
-    early never waits for a blocked ``next()``: the source is closed once it returns."""
+    early never waits for a blocked ``next()``: the source is closed once it returns.
+
+    While ``next()`` blocks, nothing of anyio's is held: no worker thread and no token of
+    the default thread limiter (``anyio.to_thread``), however many iterators wait. The
+    thread hands each result to the event loop (``anyio.from_thread.run_sync`` with the
+    loop's token), where it wakes the waiting consumer."""
+    token = anyio.lowlevel.current_token()
     requests: queue.SimpleQueue[bool] = queue.SimpleQueue()  # True: next item; False: stop
-    results: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+    stopped = threading.Event()  # the consumer is gone: hand nothing back any more
+    # Touched in the event loop's thread only: the answers handed back, and the event the
+    # consumer waits on until the next one arrives.
+    answers: deque[tuple[str, Any]] = deque()
+    arrived: anyio.Event | None = None
+
+    def deliver(answer: tuple[str, Any]) -> None:  # runs in the event loop
+        answers.append(answer)
+        if arrived is not None:
+            arrived.set()
+
+    def hand_back(answer: tuple[str, Any]) -> bool:
+        """Give ``answer`` to the consumer; ``False`` if nobody will take it."""
+        if stopped.is_set():
+            return False
+        try:
+            anyio.from_thread.run_sync(deliver, answer, token=token)
+        except RuntimeError:  # the event loop has finished (anyio's RunFinishedError)
+            return False
+        return True
 
     def work() -> None:
         iterator: Iterator[T] | None = None
         try:
             iterator = iter(iterable)
             while requests.get():
-                results.put(("item", next(iterator)))
-        except StopIteration:
-            results.put(("done", None))
+                try:
+                    answer: tuple[str, Any] = ("item", next(iterator))
+                except StopIteration:
+                    hand_back(("done", None))
+                    break
+                if not hand_back(answer):
+                    break
         except BaseException as exc:
-            results.put(("error", exc))
+            hand_back(("error", exc))
         closer = getattr(iterator, "close", None)
         if closer is not None:
             try:
@@ -52,11 +83,15 @@ async def iterate_in_thread(iterable: Iterable[T]) -> AsyncIterator[T]:
     try:
         while True:
             requests.put(True)
-            kind, value = await anyio.to_thread.run_sync(results.get, abandon_on_cancel=True)
+            while not answers:
+                arrived = anyio.Event()
+                await arrived.wait()
+            kind, value = answers.popleft()
             if kind == "done":
                 return
             if kind == "error":
                 raise value
             yield value
     finally:
+        stopped.set()
         requests.put(False)
