@@ -62,18 +62,23 @@ async def serve(app: Any, **config: Any) -> AsyncIterator[str]:
             stop.set()
 
 
+async def answer_lifespan(receive: Any, send: Any) -> None:
+    """Answer an ASGI lifespan scope: complete startup and shutdown, return at shutdown."""
+    while True:
+        message = await receive()
+        await send({"type": message["type"] + ".complete"})
+        if message["type"] == "lifespan.shutdown":
+            return
+
+
 def stream_app(handler: Any) -> Any:
     """A raw ASGI app that answers lifespan and returns ``await handler(scope)`` (or its
     plain result) for http requests: the way a user's handler hands a Stream over."""
 
     async def app(scope: Any, receive: Any, send: Any) -> Any:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                kind = message["type"].rsplit(".", 1)[-1]
-                await send({"type": f"{message['type']}.complete"})
-                if kind == "shutdown":
-                    return None
+            await answer_lifespan(receive, send)
+            return None
         result = handler(scope)
         if hasattr(result, "__await__") and not hasattr(result, "aiter_raw"):
             result = await result

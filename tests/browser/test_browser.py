@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from asgi_stream import ServerSentEvent, Stream, StreamMiddleware
 from tests.conftest import serve
-from tests.e2e.helpers import Record
+from tests.helpers import Record
 
 if TYPE_CHECKING:
     from playwright.async_api import Page

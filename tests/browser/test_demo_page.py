@@ -20,7 +20,7 @@ import pytest
 from asgi_stream import CloseReason
 from examples.demo import HEADLINES, REPLY, REPLY_TOKENS, Demo, Settings
 from tests.conftest import serve
-from tests.e2e.helpers import Record
+from tests.helpers import Record
 
 if TYPE_CHECKING:
     from playwright.async_api import Page

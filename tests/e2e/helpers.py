@@ -1,73 +1,7 @@
-"""Helpers shared by the end-to-end tests: event-driven recorders (no sleeps) and an ASGI
-wrapper that tells the test when the middleware has finished with a request."""
+"""Compatibility: the helpers moved to ``tests/helpers.py``. Kept only for test files written
+before the move (tests/lifecycle, tests/threads); import from ``tests.helpers`` instead, and
+delete this package once nothing imports it."""
 
-from __future__ import annotations
+from tests.helpers import TIMEOUT, Record, Served, read_raw, track
 
-from collections.abc import Callable
-from typing import Any
-
-import anyio
-import httpx
-
-from asgi_stream import Stream, StreamMiddleware
-from tests.conftest import stream_app
-
-# Upper bound for every wait in a test; a healthy test finishes in a fraction of it.
-TIMEOUT = 5
-
-
-class Record:
-    """A list that tasks append to and tests await: ``await record.wait(n)``."""
-
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-        self._changed = anyio.Event()
-
-    def __call__(self, item: Any = None) -> None:
-        self.items.append(item)
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    async def wait(self, count: int = 1) -> list[Any]:
-        """Wait until at least ``count`` items were recorded; returns all of them."""
-        while len(self.items) < count:
-            await self._changed.wait()
-        return self.items
-
-
-class Served:
-    """``StreamMiddleware(stream_app(handler))`` behind an outer ASGI app that records when
-    the middleware returns from each http request, so tests can check ``active`` after it."""
-
-    def __init__(self, handler: Callable[[Any], Any], **middleware: Any) -> None:
-        self.middleware = StreamMiddleware(stream_app(handler), **middleware)
-        self.finished = Record()
-
-    @property
-    def active(self) -> int:
-        return self.middleware.active
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await self.middleware(scope, receive, send)
-        finally:
-            if scope["type"] == "http":
-                self.finished(scope["path"])
-
-
-def track(stream: Stream, closes: Record) -> Stream:
-    """Record the stream's close reason in ``closes``; returns the stream."""
-    stream.on_close(closes)
-    return stream
-
-
-async def read_raw(
-    client: httpx.AsyncClient, url: str, **kwargs: Any
-) -> tuple[httpx.Response, bytes]:
-    """GET ``url`` and read the whole body raw (exactly the bytes on the wire, de-chunked)."""
-    async with client.stream("GET", url, **kwargs) as response:
-        body = b"".join([chunk async for chunk in response.aiter_raw()])
-    return response, body
+__all__ = ["TIMEOUT", "Record", "Served", "read_raw", "track"]

@@ -34,7 +34,7 @@ from examples.demo import (
     create_app,
 )
 from tests.conftest import serve
-from tests.e2e.helpers import Record
+from tests.helpers import Record
 
 pytestmark = pytest.mark.anyio
 

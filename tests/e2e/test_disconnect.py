@@ -11,21 +11,9 @@ import pytest
 
 from asgi_stream import Stream
 from tests.conftest import serve
-from tests.e2e.helpers import TIMEOUT, Record, Served, track
+from tests.helpers import TIMEOUT, Record, Served, read_first_line_and_leave, track
 
 pytestmark = pytest.mark.anyio
-
-
-async def read_first_line_and_leave(client: httpx.AsyncClient, url: str, expected: str) -> None:
-    """Read up to the first non-empty line, check it, then close the response mid-stream."""
-    async with client.stream("GET", url) as response:
-        assert response.status_code == 200
-        async for line in response.aiter_lines():
-            if line:
-                assert line == expected
-                break
-        else:
-            pytest.fail("the stream ended before the client could leave")
 
 
 async def test_disconnect_cancels_callback() -> None:

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from asgi_stream import Stream
 from tests.conftest import serve
-from tests.e2e.helpers import TIMEOUT, Record, Served, track
+from tests.helpers import TIMEOUT, Record, Served, track
 
 pytestmark = pytest.mark.anyio
 

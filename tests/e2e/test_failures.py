@@ -12,8 +12,8 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from asgi_stream import Stream
-from tests.conftest import serve
-from tests.e2e.helpers import TIMEOUT, Record, Served, read_raw, track
+from tests.conftest import answer_lifespan, serve
+from tests.helpers import TIMEOUT, Record, Served, read_raw, track
 
 pytestmark = pytest.mark.anyio
 
@@ -93,11 +93,7 @@ def _upstream_503(scope: Any) -> Any:
 
 async def _upstream_app(scope: Any, receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
+        return await answer_lifespan(receive, send)
     await _upstream_503(scope)(receive, send)
 
 

@@ -15,7 +15,7 @@ from httpx_sse import aconnect_sse
 
 from asgi_stream import Stream
 from tests.conftest import serve
-from tests.e2e.helpers import TIMEOUT, Record, Served, track
+from tests.helpers import TIMEOUT, Record, Served, track
 
 pytestmark = pytest.mark.anyio
 

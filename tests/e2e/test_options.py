@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from asgi_stream import ServerSentEvent, Stream
 from tests.conftest import serve
-from tests.e2e.helpers import TIMEOUT, Record, Served, read_raw, track
+from tests.helpers import TIMEOUT, Record, Served, read_raw, track
 
 pytestmark = pytest.mark.anyio
 

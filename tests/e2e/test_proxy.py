@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from asgi_stream import Stream
-from tests.conftest import serve
-from tests.e2e.helpers import TIMEOUT, Record, Served, read_raw, track
+from tests.conftest import answer_lifespan, serve
+from tests.helpers import TIMEOUT, Record, Served, read_raw, track
 
 pytestmark = pytest.mark.anyio
 
@@ -174,11 +174,7 @@ async def test_proxy_upstream_dying_midway_ends_our_stream_cleanly() -> None:
 
     async def dying_upstream(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                await send({"type": message["type"] + ".complete"})
-                if message["type"] == "lifespan.shutdown":
-                    return
+            return await answer_lifespan(receive, send)
         await send(
             {
                 "type": "http.response.start",
@@ -219,11 +215,7 @@ async def test_proxy_keeps_upstream_content_encoding() -> None:
 
     async def gzip_upstream(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                await send({"type": message["type"] + ".complete"})
-                if message["type"] == "lifespan.shutdown":
-                    return
+            return await answer_lifespan(receive, send)
         await send(
             {
                 "type": "http.response.start",

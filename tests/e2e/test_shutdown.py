@@ -11,7 +11,7 @@ from httpx_sse import aconnect_sse
 
 from asgi_stream import Stream
 from tests.conftest import serve
-from tests.e2e.helpers import TIMEOUT, Record, Served, read_raw, track
+from tests.helpers import TIMEOUT, Record, Served, read_raw, track
 
 pytestmark = pytest.mark.anyio
 

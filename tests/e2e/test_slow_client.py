@@ -12,7 +12,7 @@ import pytest
 
 from asgi_stream import Stream
 from tests.conftest import serve
-from tests.e2e.helpers import TIMEOUT, Record, Served, read_raw, track
+from tests.helpers import TIMEOUT, Record, Served, read_raw, track
 
 pytestmark = pytest.mark.anyio
 

@@ -62,7 +62,7 @@ from asgi_stream import CloseReason, Stream, StreamMiddleware  # noqa: E402
 from asgi_stream.django import MIDDLEWARE_PATH, get_asgi_application  # noqa: E402
 from asgi_stream.middleware import HANDOFF_HEADER  # noqa: E402
 from tests.conftest import _free_port, _wait_listening, serve  # noqa: E402
-from tests.e2e.helpers import TIMEOUT, Record, read_raw  # noqa: E402
+from tests.helpers import TIMEOUT, Record, read_raw, track  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 urlpatterns: list[Any] = []  # ROOT_URLCONF's default; every test brings its own
@@ -145,11 +145,6 @@ class ThreadRecord(Record):
 
     def from_thread(self, item: Any = None) -> None:
         self._loop.call_soon_threadsafe(self, item)
-
-
-def track(stream: Stream, closes: Record) -> Stream:
-    stream.on_close(closes)
-    return stream
 
 
 async def read_events(client: httpx.AsyncClient, url: str, **kwargs: Any) -> list[tuple[str, str]]:

@@ -29,13 +29,8 @@ import asgi_stream
 from asgi_stream import ServerSentEvent
 from asgi_stream.starlette import Stream
 from tests.conftest import serve
-from tests.e2e.helpers import TIMEOUT, Record, read_raw, track
-from tests.frameworks.starlette_support import (
-    MARKER,
-    ORIGIN,
-    Wrapped,
-    read_first_line_and_leave,
-)
+from tests.frameworks.starlette_support import MARKER, ORIGIN
+from tests.helpers import TIMEOUT, Record, Wrapped, read_first_line_and_leave, read_raw, track
 
 pytestmark = pytest.mark.anyio
 

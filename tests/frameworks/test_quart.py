@@ -36,7 +36,7 @@ from asgi_stream import Stream, StreamMiddleware
 from asgi_stream.middleware import HANDOFF_HEADER
 from asgi_stream.quart import accept_streams, init_app
 from tests.conftest import _free_port, _wait_listening, serve
-from tests.e2e.helpers import TIMEOUT, Record
+from tests.helpers import TIMEOUT, Record
 
 pytestmark = pytest.mark.anyio
 

@@ -35,7 +35,7 @@ import pytest
 from asgi_stream import ServerSentEvent, Stream, StreamMiddleware
 from asgi_stream.middleware import HANDOFF_HEADER
 from tests.conftest import serve, stream_app
-from tests.e2e.helpers import Record, Served, track
+from tests.helpers import Record, Served, track
 from tests.reliability.clients import H1, H2, server_process
 from tests.reliability.scenarios import run_corpus
 from tests.sse_parser import parse

@@ -31,7 +31,7 @@ import pytest
 
 from asgi_stream import Stream, iterate_in_thread
 from tests.conftest import serve
-from tests.e2e.helpers import Record, Served, track
+from tests.helpers import Record, Served, track
 from tests.reliability.clients import server_process
 from tests.reliability.scenarios import run_faults
 

@@ -21,7 +21,7 @@ import pytest
 
 from asgi_stream import Stream
 from tests.conftest import serve
-from tests.e2e.helpers import TIMEOUT, Record, Served, track
+from tests.helpers import TIMEOUT, Record, Served, track
 from tests.peer import Peer
 
 pytestmark = pytest.mark.anyio

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from asgi_stream import Stream
-from tests.conftest import serve
-from tests.e2e.helpers import TIMEOUT, Record, Served, read_raw, track
+from tests.conftest import answer_lifespan, serve
+from tests.helpers import TIMEOUT, Record, Served, read_raw, track
 from tests.peer import Peer
 
 pytestmark = pytest.mark.anyio
@@ -32,11 +32,7 @@ UPSTREAM_BODY = b"data: upstream body\n\n"
 async def upstream_app(scope: Any, receive: Any, send: Any) -> None:
     """Answers ``/<status>`` with that status; a body unless the status forbids one."""
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
+        return await answer_lifespan(receive, send)
     status = int(scope["path"].strip("/"))
     headers = [(b"content-type", b"text/event-stream")]
     if 300 <= status < 400 and status != 304:

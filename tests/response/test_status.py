@@ -21,7 +21,7 @@ import pytest
 from asgi_stream import Stream
 from asgi_stream.starlette import Stream as StarletteStream
 from tests.conftest import serve
-from tests.e2e.helpers import TIMEOUT, Record, Served, read_raw, track
+from tests.helpers import TIMEOUT, Record, Served, read_raw, track
 from tests.peer import Peer
 
 BODILESS = [204, 205, 304]

@@ -24,8 +24,8 @@ import httpx
 import pytest
 
 from asgi_stream import Stream, StreamMiddleware
-from tests.conftest import serve
-from tests.e2e.helpers import TIMEOUT, Record, Served, read_raw, track
+from tests.conftest import answer_lifespan, serve
+from tests.helpers import TIMEOUT, Record, Served, read_raw, track
 from tests.peer import Peer
 
 pytestmark = pytest.mark.anyio
@@ -135,11 +135,7 @@ class SilentUpstream:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                await send({"type": message["type"] + ".complete"})
-                if message["type"] == "lifespan.shutdown":
-                    return
+            return await answer_lifespan(receive, send)
         self.requested(scope["path"])
         while (await receive())["type"] != "http.disconnect":
             pass

@@ -30,7 +30,7 @@ from hypercorn.config import Config
 from asgi_stream import Stream, StreamMiddleware
 from asgi_stream.hypercorn import serve
 from tests.conftest import _free_port, _wait_listening, stream_app
-from tests.e2e.helpers import TIMEOUT, Record, track
+from tests.helpers import TIMEOUT, Record, track
 from tests.reliability.clients import H1, H2
 
 pytestmark = pytest.mark.anyio

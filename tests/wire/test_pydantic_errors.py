@@ -20,7 +20,7 @@ from pydantic_core import PydanticSerializationError
 
 from asgi_stream import ServerSentEvent, Stream
 from tests.conftest import serve
-from tests.e2e.helpers import TIMEOUT, Record, Served, read_raw, track
+from tests.helpers import TIMEOUT, Record, Served, read_raw, track
 from tests.peer import Peer
 
 

@@ -1,0 +1,95 @@
+"""Helpers shared by the tests: event-driven recorders (no sleeps), ASGI wrappers that tell a
+test when the middleware has finished with a request, and small client-side readers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from asgi_stream import Stream, StreamMiddleware
+from tests.conftest import stream_app
+
+# Upper bound for every wait in a test; a healthy test finishes in a fraction of it.
+TIMEOUT = 5
+
+
+class Record:
+    """A list that tasks append to and tests await: ``await record.wait(n)``."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self._changed = anyio.Event()
+
+    def __call__(self, item: Any = None) -> None:
+        self.items.append(item)
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    async def wait(self, count: int = 1) -> list[Any]:
+        """Wait until at least ``count`` items were recorded; returns all of them."""
+        while len(self.items) < count:
+            await self._changed.wait()
+        return self.items
+
+
+class Wrapped:
+    """``StreamMiddleware(app)`` -- the documented wiring -- behind an outer ASGI app that
+    records when the middleware returns from each http request, so a test can check
+    ``active`` afterwards without sleeping."""
+
+    def __init__(self, app: Any, **middleware: Any) -> None:
+        self.middleware = StreamMiddleware(app, **middleware)
+        self.finished = Record()
+
+    @property
+    def active(self) -> int:
+        return self.middleware.active
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await self.middleware(scope, receive, send)
+        finally:
+            if scope["type"] == "http":
+                self.finished(scope["path"])
+
+
+class Served(Wrapped):
+    """``Wrapped(stream_app(handler))``: a handler that returns a Stream, behind the
+    middleware (see ``Wrapped``)."""
+
+    def __init__(self, handler: Callable[[Any], Any], **middleware: Any) -> None:
+        super().__init__(stream_app(handler), **middleware)
+
+
+def track(stream: Stream, closes: Record) -> Stream:
+    """Record the stream's close reason in ``closes``; returns the stream."""
+    stream.on_close(closes)
+    return stream
+
+
+async def read_raw(
+    client: httpx.AsyncClient, url: str, **kwargs: Any
+) -> tuple[httpx.Response, bytes]:
+    """GET ``url`` and read the whole body raw (exactly the bytes on the wire, de-chunked)."""
+    async with client.stream("GET", url, **kwargs) as response:
+        body = b"".join([chunk async for chunk in response.aiter_raw()])
+    return response, body
+
+
+async def read_first_line_and_leave(client: httpx.AsyncClient, url: str, expected: str) -> None:
+    """Read up to the first non-empty line, check it, then close the response mid-stream."""
+    async with client.stream("GET", url) as response:
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if line:
+                assert line == expected
+                break
+        else:
+            pytest.fail("the stream ended before the client could leave")
