@@ -3,14 +3,14 @@ test when the middleware has finished with a request, and small client-side read
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
 import httpx
 import pytest
 
-from asgi_stream import Stream, StreamMiddleware
+from asgi_stream import CloseReason, Stream, StreamMiddleware
 from tests.conftest import stream_app
 
 # Upper bound for every wait in a test; a healthy test finishes in a fraction of it.
@@ -93,3 +93,75 @@ async def read_first_line_and_leave(client: httpx.AsyncClient, url: str, expecte
                 break
         else:
             pytest.fail("the stream ended before the client could leave")
+
+
+def record(stream: Stream) -> list[CloseReason]:
+    """The close reasons of ``stream``: a list that its ``on_close`` appends to."""
+    reasons: list[CloseReason] = []
+    stream.on_close(reasons.append)
+    return reasons
+
+
+class FakeUpstream:
+    """An upstream response for proxy mode, in process (httpx's shape): ``chunks``, then
+    (``endless``) a comment every millisecond; ``closed`` is set by ``aclose()``."""
+
+    def __init__(self, chunks: list[bytes], status: int = 200, endless: bool = False) -> None:
+        self.status_code = status
+        self.reason_phrase = "Service Unavailable" if status == 503 else "OK"
+        self.headers = {"content-type": "text/event-stream"}
+        self.chunks = chunks
+        self.endless = endless
+        self.closed = anyio.Event()
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+        while self.endless:
+            await anyio.sleep(0.001)
+            yield b": upstream\n\n"
+
+    async def aclose(self) -> None:
+        self.closed.set()
+
+
+def returning(stream: Stream | None) -> Any:
+    """An ASGI app that returns ``stream``: a handler handing it to StreamMiddleware."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> Stream | None:
+        return stream
+
+    return app
+
+
+def callback_stream(*sends: Any, **options: Any) -> Any:
+    """A handler whose callback sends ``sends`` (each a value or ``(value, kwargs)``), closes."""
+
+    def handler(scope: Any) -> Stream:
+        def callback(stream: Stream) -> None:
+            for item in sends:
+                if isinstance(item, tuple):
+                    stream.send(item[0], **item[1])
+                else:
+                    stream.send(item)
+            stream.close()
+
+        return Stream(callback, **options)
+
+    return handler
+
+
+def proxy_handler(
+    upstream: httpx.AsyncClient, upstream_url: str, form: str, closes: Record, opened: list[Any]
+) -> Any:
+    """The handler of the proxying server, in one of the two documented forms."""
+
+    async def handler(scope: Any) -> Stream:
+        request = upstream.build_request("GET", upstream_url + scope["path"])
+        if form == "awaitable":
+            return track(Stream(upstream.send(request, stream=True)), closes)
+        response = await upstream.send(request, stream=True)
+        opened.append(response)
+        return track(Stream(response), closes)
+
+    return handler

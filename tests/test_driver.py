@@ -16,15 +16,10 @@ from asgi_stream import CloseReason, ServerSentEvent, Stream
 from asgi_stream.driver import drive
 from asgi_stream.frames import FrameQueue
 from asgi_stream.wire import PING
+from tests.helpers import FakeUpstream, record
 from tests.peer import Peer
 
 pytestmark = pytest.mark.anyio
-
-
-def record(stream: Stream) -> list[CloseReason]:
-    reasons: list[CloseReason] = []
-    stream.on_close(reasons.append)
-    return reasons
 
 
 # -- modes ---------------------------------------------------------------------------------
@@ -127,17 +122,6 @@ async def test_empty_source_gives_an_empty_200() -> None:
     assert peer.status == 200 and peer.body == b"" and peer.finished
 
 
-async def test_retry_is_the_first_frame_and_stream_event_names_data_events() -> None:
-    peer = Peer()
-    stream = Stream(
-        ["a", ServerSentEvent(comment="c"), ServerSentEvent("b", event="own")],
-        event="msg",
-        retry=3000,
-    )
-    await stream(peer.scope, peer.receive, peer.send)
-    assert peer.body == (b"retry: 3000\n\nevent: msg\ndata: a\n\n: c\n\nevent: own\ndata: b\n\n")
-
-
 async def test_response_headers_status_and_overrides() -> None:
     peer = Peer()
     stream = Stream(["x"], status=201, headers={"X-Trace": "1", "Cache-Control": "no-store"})
@@ -151,19 +135,6 @@ async def test_response_headers_status_and_overrides() -> None:
     }
     names = [name for name, _ in peer.start["headers"]]  # type: ignore[index]
     assert b"connection" not in names and b"transfer-encoding" not in names
-
-
-@pytest.mark.parametrize(
-    ("fmt", "items", "content_type", "body"),
-    [
-        ("ndjson", [{"a": 1}, "s", [1]], b"application/x-ndjson", b'{"a":1}\n"s"\n[1]\n'),
-        ("text", ["a\n", b"b", "é"], b"text/plain; charset=utf-8", "a\nbé".encode()),
-    ],
-)
-async def test_other_formats(fmt: Any, items: list[Any], content_type: bytes, body: bytes) -> None:
-    peer = Peer()
-    await Stream(items, format=fmt)(peer.scope, peer.receive, peer.send)
-    assert peer.headers[b"content-type"] == content_type and peer.body == body
 
 
 async def test_last_event_id_comes_from_the_request() -> None:
@@ -654,26 +625,6 @@ async def test_no_heartbeat_in_formats_where_a_comment_would_corrupt_the_body() 
 
 
 # -- proxy mode (an upstream stand-in here; the real httpx one is in tests/e2e) ------------
-
-
-class FakeUpstream:
-    def __init__(self, chunks: list[bytes], status: int = 200, endless: bool = False) -> None:
-        self.status_code = status
-        self.reason_phrase = "Service Unavailable" if status == 503 else "OK"
-        self.headers = {"content-type": "text/event-stream"}
-        self.chunks = chunks
-        self.endless = endless
-        self.closed = anyio.Event()
-
-    async def aiter_raw(self) -> AsyncIterator[bytes]:
-        for chunk in self.chunks:
-            yield chunk
-        while self.endless:
-            await anyio.sleep(0.001)
-            yield b": upstream\n\n"
-
-    async def aclose(self) -> None:
-        self.closed.set()
 
 
 async def test_proxy_passes_bytes_unchanged_and_closes_upstream() -> None:

@@ -9,16 +9,10 @@ import pytest
 
 from asgi_stream import CloseReason, Stream, StreamMiddleware, hand_over
 from asgi_stream.middleware import HANDOFF_HEADER
+from tests.helpers import returning
 from tests.peer import Peer
 
 pytestmark = pytest.mark.anyio
-
-
-def returning(stream: Stream | None) -> Any:
-    async def app(scope: Any, receive: Any, send: Any) -> Stream | None:
-        return stream
-
-    return app
 
 
 async def test_a_returned_stream_is_driven() -> None:

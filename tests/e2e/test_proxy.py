@@ -13,7 +13,7 @@ import pytest
 
 from asgi_stream import Stream
 from tests.conftest import answer_lifespan, serve
-from tests.helpers import TIMEOUT, Record, Served, read_raw, track
+from tests.helpers import TIMEOUT, Record, Served, proxy_handler, read_raw, track
 
 pytestmark = pytest.mark.anyio
 
@@ -31,22 +31,6 @@ UPSTREAM_CHUNKS = [
 ]
 
 FORMS = ["awaitable", "opened"]
-
-
-def proxy_handler(
-    upstream: httpx.AsyncClient, upstream_url: str, form: str, closes: Record, opened: list[Any]
-) -> Any:
-    """The handler of the proxying server, in one of the two documented forms."""
-
-    async def handler(scope: Any) -> Stream:
-        request = upstream.build_request("GET", upstream_url + scope["path"])
-        if form == "awaitable":
-            return track(Stream(upstream.send(request, stream=True)), closes)
-        response = await upstream.send(request, stream=True)
-        opened.append(response)
-        return track(Stream(response), closes)
-
-    return handler
 
 
 @pytest.mark.parametrize("form", FORMS)

@@ -17,6 +17,7 @@ import pytest
 
 from asgi_stream import Stream
 from asgi_stream.starlette import Stream as StarletteStream
+from asgi_stream.wire import content_type, normalize_headers, response_headers
 from tests.conftest import serve
 from tests.helpers import TIMEOUT, Record, Served, read_raw, track
 from tests.peer import Peer
@@ -100,3 +101,96 @@ async def test_a_tab_in_a_value_reaches_a_real_client_unchanged() -> None:
             assert response.headers[TCHARS] == "v"
             assert body == b"data: x\n\n"
             assert await closes.wait() == ["complete"]
+
+
+# -- the wire module's header helpers: normalize_headers, content_type, response_headers --
+
+
+def test_normalize_headers() -> None:
+    assert normalize_headers(None) == []
+    assert normalize_headers({}) == []
+    assert normalize_headers({"X-Foo": "Bar", "Cache-Control": "no-store"}) == [
+        (b"x-foo", b"Bar"),
+        (b"cache-control", b"no-store"),
+    ]
+    assert normalize_headers([("Set-Cookie", "a=1"), ("set-cookie", "b=2")]) == [
+        (b"set-cookie", b"a=1"),
+        (b"set-cookie", b"b=2"),
+    ]
+    assert normalize_headers([(b"X-Raw", b"v")]) == [(b"x-raw", b"v")]
+
+
+@pytest.mark.parametrize("bad", ["a\rb", "a\nb", "a\r\nb", "\r\n", "x\n", "a\0b"])
+def test_normalize_headers_rejects_line_breaks(bad: str) -> None:
+    with pytest.raises(ValueError):
+        normalize_headers({"x-ok": bad})
+    with pytest.raises(ValueError):
+        normalize_headers({"x" + bad: "ok"})
+    with pytest.raises(ValueError):
+        normalize_headers([(b"x-ok", bad.encode())])
+    with pytest.raises(ValueError):
+        Stream(headers={"x-ok": bad})
+
+
+@pytest.mark.parametrize(
+    "name", ["connection", "Connection", "CONNECTION", "transfer-encoding", "Transfer-Encoding"]
+)
+def test_normalize_headers_rejects_hop_by_hop(name: str) -> None:
+    with pytest.raises(ValueError, match=name.lower()):
+        normalize_headers({name: "close"})
+    with pytest.raises(ValueError):
+        Stream(headers=[(name, "chunked")])
+
+
+def test_normalize_headers_rejects_bad_shapes() -> None:
+    with pytest.raises(TypeError):
+        normalize_headers(["x-foo"])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        normalize_headers({"x-foo": 1})  # type: ignore[dict-item]
+    with pytest.raises(ValueError):
+        normalize_headers({"": "v"})
+    with pytest.raises(ValueError):
+        normalize_headers({"a:b": "v"})
+    with pytest.raises(ValueError):
+        normalize_headers({"x-foo": "naïve"})
+
+
+def test_content_types() -> None:
+    assert content_type("sse") == b"text/event-stream; charset=utf-8"
+    assert content_type("ndjson") == b"application/x-ndjson"
+    assert content_type("text") == b"text/plain; charset=utf-8"
+
+
+def test_response_headers_defaults() -> None:
+    headers = response_headers(content_type("sse"), [])
+    assert headers == [
+        (b"content-type", b"text/event-stream; charset=utf-8"),
+        (b"cache-control", b"no-cache"),
+        (b"x-accel-buffering", b"no"),
+    ]
+    names = {name for name, _ in headers}
+    assert not names & {b"connection", b"transfer-encoding"}
+
+
+def test_response_headers_user_headers_override_defaults() -> None:
+    extra = normalize_headers(
+        {
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "yes",
+            "Content-Type": "text/event-stream",
+            "Access-Control-Allow-Origin": "*",
+        }
+    )
+    headers = response_headers(content_type("sse"), extra)
+    assert sorted(headers) == sorted(
+        [
+            (b"cache-control", b"no-store"),
+            (b"x-accel-buffering", b"yes"),
+            (b"content-type", b"text/event-stream"),
+            (b"access-control-allow-origin", b"*"),
+        ]
+    )
+    partial = response_headers(content_type("ndjson"), [(b"x-extra", b"1")])
+    assert (b"content-type", b"application/x-ndjson") in partial
+    assert (b"x-extra", b"1") in partial
+    assert len(partial) == 4

@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from asgi_stream import ServerSentEvent, Stream
 from asgi_stream.wire import (
     PING,
-    content_type,
     encode_comment,
     encode_ndjson,
     encode_retry,
@@ -26,7 +25,6 @@ from asgi_stream.wire import (
     encode_text,
     json_dumps,
     normalize_headers,
-    response_headers,
 )
 from tests.sse_parser import Event, parse
 
@@ -644,100 +642,6 @@ def test_text_refuses_non_str_naming_the_type(value: Any, type_name: str) -> Non
 def test_unknown_format_raises() -> None:
     with pytest.raises(ValueError, match="format"):
         Stream(format="xml")  # type: ignore[arg-type]
-
-
-# --------------------------------------------------------------------------------------
-# Headers
-
-
-def test_normalize_headers() -> None:
-    assert normalize_headers(None) == []
-    assert normalize_headers({}) == []
-    assert normalize_headers({"X-Foo": "Bar", "Cache-Control": "no-store"}) == [
-        (b"x-foo", b"Bar"),
-        (b"cache-control", b"no-store"),
-    ]
-    assert normalize_headers([("Set-Cookie", "a=1"), ("set-cookie", "b=2")]) == [
-        (b"set-cookie", b"a=1"),
-        (b"set-cookie", b"b=2"),
-    ]
-    assert normalize_headers([(b"X-Raw", b"v")]) == [(b"x-raw", b"v")]
-
-
-@pytest.mark.parametrize("bad", ["a\rb", "a\nb", "a\r\nb", "\r\n", "x\n", "a\0b"])
-def test_normalize_headers_rejects_line_breaks(bad: str) -> None:
-    with pytest.raises(ValueError):
-        normalize_headers({"x-ok": bad})
-    with pytest.raises(ValueError):
-        normalize_headers({"x" + bad: "ok"})
-    with pytest.raises(ValueError):
-        normalize_headers([(b"x-ok", bad.encode())])
-    with pytest.raises(ValueError):
-        Stream(headers={"x-ok": bad})
-
-
-@pytest.mark.parametrize(
-    "name", ["connection", "Connection", "CONNECTION", "transfer-encoding", "Transfer-Encoding"]
-)
-def test_normalize_headers_rejects_hop_by_hop(name: str) -> None:
-    with pytest.raises(ValueError, match=name.lower()):
-        normalize_headers({name: "close"})
-    with pytest.raises(ValueError):
-        Stream(headers=[(name, "chunked")])
-
-
-def test_normalize_headers_rejects_bad_shapes() -> None:
-    with pytest.raises(TypeError):
-        normalize_headers(["x-foo"])  # type: ignore[list-item]
-    with pytest.raises(TypeError):
-        normalize_headers({"x-foo": 1})  # type: ignore[dict-item]
-    with pytest.raises(ValueError):
-        normalize_headers({"": "v"})
-    with pytest.raises(ValueError):
-        normalize_headers({"a:b": "v"})
-    with pytest.raises(ValueError):
-        normalize_headers({"x-foo": "naïve"})
-
-
-def test_content_types() -> None:
-    assert content_type("sse") == b"text/event-stream; charset=utf-8"
-    assert content_type("ndjson") == b"application/x-ndjson"
-    assert content_type("text") == b"text/plain; charset=utf-8"
-
-
-def test_response_headers_defaults() -> None:
-    headers = response_headers(content_type("sse"), [])
-    assert headers == [
-        (b"content-type", b"text/event-stream; charset=utf-8"),
-        (b"cache-control", b"no-cache"),
-        (b"x-accel-buffering", b"no"),
-    ]
-    names = {name for name, _ in headers}
-    assert not names & {b"connection", b"transfer-encoding"}
-
-
-def test_response_headers_user_headers_override_defaults() -> None:
-    extra = normalize_headers(
-        {
-            "Cache-Control": "no-store",
-            "X-Accel-Buffering": "yes",
-            "Content-Type": "text/event-stream",
-            "Access-Control-Allow-Origin": "*",
-        }
-    )
-    headers = response_headers(content_type("sse"), extra)
-    assert sorted(headers) == sorted(
-        [
-            (b"cache-control", b"no-store"),
-            (b"x-accel-buffering", b"yes"),
-            (b"content-type", b"text/event-stream"),
-            (b"access-control-allow-origin", b"*"),
-        ]
-    )
-    partial = response_headers(content_type("ndjson"), [(b"x-extra", b"1")])
-    assert (b"content-type", b"application/x-ndjson") in partial
-    assert (b"x-extra", b"1") in partial
-    assert len(partial) == 4
 
 
 # --------------------------------------------------------------------------------------
