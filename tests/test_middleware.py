@@ -322,10 +322,3 @@ async def test_a_disconnect_the_framework_read_still_reaches_the_stream() -> Non
             peer.scope, peer.receive, peer.send
         )
     assert reasons == ["disconnect"] and peer.messages == []
-
-
-async def test_bad_headers_name_the_parameter() -> None:
-    with pytest.raises(TypeError, match=r"headers must be .* not int"):
-        Stream(headers=5)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match=r"headers must be .* not str"):
-        Stream(headers="x-a")  # type: ignore[arg-type]

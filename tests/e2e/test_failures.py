@@ -12,7 +12,7 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from asgi_stream import Stream
-from tests.conftest import answer_lifespan, serve
+from tests.conftest import serve
 from tests.helpers import TIMEOUT, Record, Served, read_raw, track
 
 pytestmark = pytest.mark.anyio
@@ -20,112 +20,6 @@ pytestmark = pytest.mark.anyio
 
 class Boom(Exception):
     pass
-
-
-async def _failing_agen() -> Any:
-    await anyio.lowlevel.checkpoint()
-    raise Boom("before the first item")
-    yield "unreachable"
-
-
-def _failing_gen() -> Any:
-    raise Boom("before the first item")
-    yield "unreachable"
-
-
-async def _failing_coroutine() -> list[str]:
-    await anyio.lowlevel.checkpoint()
-    raise Boom("the request failed")
-
-
-async def _coroutine_of_failing_agen() -> Any:
-    await anyio.lowlevel.checkpoint()
-    return _failing_agen()
-
-
-EARLY_FAILURES = {
-    "async-generator": _failing_agen,
-    "generator": _failing_gen,
-    "awaitable": _failing_coroutine,
-    "awaitable-of-async-generator": _coroutine_of_failing_agen,
-}
-
-
-@pytest.mark.parametrize("kind", list(EARLY_FAILURES))
-async def test_source_failing_before_first_item_is_500(
-    kind: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    closes = Record()
-
-    def handler(scope: Any) -> Stream:
-        return track(Stream(EARLY_FAILURES[kind]()), closes)
-
-    app = Served(handler)
-    with anyio.fail_after(TIMEOUT):
-        async with serve(app) as url, httpx.AsyncClient() as client:
-            response, body = await read_raw(client, url + "/early-boom")
-            assert response.status_code == 500
-            assert response.headers["content-type"] == "text/plain; charset=utf-8"
-            assert body == b"Internal Server Error\n"
-            assert await closes.wait() == ["error"]
-            await app.finished.wait()
-            assert app.active == 0
-    failures = [r for r in caplog.records if r.name == "asgi_stream" and r.exc_info]
-    assert failures, "the failure was not logged"
-    assert "/early-boom" in failures[0].getMessage()
-    assert isinstance(failures[0].exc_info[1], Boom)  # type: ignore[index]
-
-
-def _upstream_503(scope: Any) -> Any:
-    async def app(receive: Any, send: Any) -> None:
-        body = b"overloaded"
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 503,
-                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"10")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-    return app
-
-
-async def _upstream_app(scope: Any, receive: Any, send: Any) -> None:
-    if scope["type"] == "lifespan":
-        return await answer_lifespan(receive, send)
-    await _upstream_503(scope)(receive, send)
-
-
-@pytest.mark.parametrize("form", ["awaitable", "opened"])
-async def test_upstream_error_status_is_502(form: str) -> None:
-    closes = Record()
-    opened: list[Any] = []
-    with anyio.fail_after(TIMEOUT):
-        async with serve(_upstream_app) as upstream_url, httpx.AsyncClient() as upstream:
-
-            async def handler(scope: Any) -> Stream:
-                request = upstream.build_request("GET", upstream_url + "/v1/chat")
-                if form == "awaitable":
-                    return track(Stream(upstream.send(request, stream=True)), closes)
-                response = await upstream.send(request, stream=True)
-                opened.append(response)
-                return track(Stream(response), closes)
-
-            app = Served(handler)
-            async with serve(app) as url, httpx.AsyncClient() as client:
-                response, body = await read_raw(client, url + "/proxy")
-                assert response.status_code == 502
-                assert response.headers["content-type"] == "text/plain; charset=utf-8"
-                text = body.decode()
-                assert "503" in text
-                assert len(text) < 200
-                assert "overloaded" not in text  # the upstream body is not relayed
-                assert await closes.wait() == ["error"]
-                await app.finished.wait()
-                assert app.active == 0
-                if form == "opened":
-                    assert opened[0].is_closed
 
 
 async def _agen_failing_after_two() -> Any:

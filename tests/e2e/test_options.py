@@ -12,27 +12,9 @@ from httpx_sse import aconnect_sse
 
 from asgi_stream import Stream
 from tests.conftest import serve
-from tests.helpers import TIMEOUT, Record, Served, callback_stream, read_raw, track
+from tests.helpers import TIMEOUT, Served, read_raw
 
 pytestmark = pytest.mark.anyio
-
-
-async def test_custom_status_and_headers() -> None:
-    handler = callback_stream(
-        "created",
-        status=201,
-        headers={"X-Custom": "yes", "Cache-Control": "no-store", "set-cookie": "a=1"},
-    )
-    with anyio.fail_after(TIMEOUT):
-        async with serve(Served(handler)) as url, httpx.AsyncClient() as client:
-            response, body = await read_raw(client, url)
-    assert response.status_code == 201
-    assert response.headers["x-custom"] == "yes"
-    assert response.headers.get_list("cache-control") == ["no-store"]
-    assert response.headers["set-cookie"] == "a=1"
-    assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
-    assert response.headers["x-accel-buffering"] == "no"
-    assert body == b"data: created\n\n"
 
 
 @pytest.mark.parametrize("last_event_id", ["42", None])
@@ -115,24 +97,3 @@ async def test_heartbeat_disabled_on_stream_wins_over_middleware() -> None:
         async with serve(Served(handler, ping=20)) as url, httpx.AsyncClient() as client:
             _response, body = await read_raw(client, url)
     assert body == b"data: start\n\ndata: end\n\n"
-
-
-async def test_head_request_gets_headers_and_no_body() -> None:
-    closes = Record()
-    results = Record()
-
-    def handler(scope: Any) -> Stream:
-        async def callback(stream: Stream) -> None:
-            results(stream.send("ignored"))
-            stream.close()
-
-        return track(Stream(callback, headers={"x-custom": "yes"}), closes)
-
-    with anyio.fail_after(TIMEOUT):
-        async with serve(Served(handler)) as url, httpx.AsyncClient() as client:
-            response = await client.head(url)
-            assert response.status_code == 200
-            assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
-            assert response.headers["x-custom"] == "yes"
-            assert response.content == b""
-            assert await closes.wait() == ["complete"]

@@ -21,7 +21,7 @@ import pytest
 
 from asgi_stream import Stream
 from tests.conftest import serve
-from tests.helpers import TIMEOUT, Record, Served, track
+from tests.helpers import TIMEOUT, FakeUpstream, Record, Served, track
 from tests.peer import Peer
 
 pytestmark = pytest.mark.anyio
@@ -211,3 +211,40 @@ async def test_head_never_leaves_an_unawaited_coroutine_behind() -> None:
     assert never_awaited == []
     assert peer.status == 200 and peer.body == b"" and peer.finished
     assert len(closes) == 1
+
+
+async def test_head_request_sends_headers_only() -> None:
+    peer = Peer(method="HEAD")
+    await Stream(["a", "b"])(peer.scope, peer.receive, peer.send)
+    assert peer.status == 200 and peer.body == b"" and peer.finished
+
+
+async def test_head_runs_no_producer_and_writes_no_body() -> None:
+    ran = []
+    upstream = FakeUpstream([b"data: x\n\n"])
+    for source in (lambda s: ran.append(s), upstream):
+        peer = Peer(method="HEAD")
+        await Stream(source, retry=1000)(peer.scope, peer.receive, peer.send)
+        assert peer.status == 200 and peer.body == b"" and peer.finished
+    assert ran == [] and upstream.closed.is_set()
+
+
+async def test_head_request_gets_headers_and_no_body() -> None:
+    closes = Record()
+    results = Record()
+
+    def handler(scope: Any) -> Stream:
+        async def callback(stream: Stream) -> None:
+            results(stream.send("ignored"))
+            stream.close()
+
+        return track(Stream(callback, headers={"x-custom": "yes"}), closes)
+
+    with anyio.fail_after(TIMEOUT):
+        async with serve(Served(handler)) as url, httpx.AsyncClient() as client:
+            response = await client.head(url)
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+            assert response.headers["x-custom"] == "yes"
+            assert response.content == b""
+            assert await closes.wait() == ["complete"]

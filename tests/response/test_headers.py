@@ -19,7 +19,7 @@ from asgi_stream import Stream
 from asgi_stream.starlette import Stream as StarletteStream
 from asgi_stream.wire import content_type, normalize_headers, response_headers
 from tests.conftest import serve
-from tests.helpers import TIMEOUT, Record, Served, read_raw, track
+from tests.helpers import TIMEOUT, Record, Served, callback_stream, read_raw, track
 from tests.peer import Peer
 
 BAD_NAMES = ["x y", "x(y", "x@y", "x/y", "x,y", 'x"y', "x{y", "x-é", ""]
@@ -194,3 +194,46 @@ def test_response_headers_user_headers_override_defaults() -> None:
     assert (b"content-type", b"application/x-ndjson") in partial
     assert (b"x-extra", b"1") in partial
     assert len(partial) == 4
+
+
+@pytest.mark.anyio
+async def test_response_headers_status_and_overrides() -> None:
+    peer = Peer()
+    stream = Stream(["x"], status=201, headers={"X-Trace": "1", "Cache-Control": "no-store"})
+    await stream(peer.scope, peer.receive, peer.send)
+    assert peer.status == 201
+    assert peer.headers == {
+        b"content-type": b"text/event-stream; charset=utf-8",
+        b"cache-control": b"no-store",
+        b"x-accel-buffering": b"no",
+        b"x-trace": b"1",
+    }
+    names = [name for name, _ in peer.start["headers"]]  # type: ignore[index]
+    assert b"connection" not in names and b"transfer-encoding" not in names
+
+
+@pytest.mark.anyio
+async def test_custom_status_and_headers() -> None:
+    handler = callback_stream(
+        "created",
+        status=201,
+        headers={"X-Custom": "yes", "Cache-Control": "no-store", "set-cookie": "a=1"},
+    )
+    with anyio.fail_after(TIMEOUT):
+        async with serve(Served(handler)) as url, httpx.AsyncClient() as client:
+            response, body = await read_raw(client, url)
+    assert response.status_code == 201
+    assert response.headers["x-custom"] == "yes"
+    assert response.headers.get_list("cache-control") == ["no-store"]
+    assert response.headers["set-cookie"] == "a=1"
+    assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert response.headers["x-accel-buffering"] == "no"
+    assert body == b"data: created\n\n"
+
+
+@pytest.mark.anyio
+async def test_bad_headers_name_the_parameter() -> None:
+    with pytest.raises(TypeError, match=r"headers must be .* not int"):
+        Stream(headers=5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"headers must be .* not str"):
+        Stream(headers="x-a")  # type: ignore[arg-type]
