@@ -165,3 +165,7 @@ def proxy_handler(
         return track(Stream(response), closes)
 
     return handler
+
+
+def h2_client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(http1=False, http2=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -180,91 +179,6 @@ async def test_unencodable_item_is_an_error_naming_its_type(
 
 
 # -- disconnect ----------------------------------------------------------------------------
-
-
-async def test_disconnect_cancels_callback_and_sends_nothing_more() -> None:
-    cleaned = anyio.Event()
-
-    async def callback(stream: Stream) -> None:
-        try:
-            for n in itertools.count():
-                stream.send(n)
-                await stream.wait(1)
-        finally:
-            cleaned.set()
-
-    stream, peer = Stream(callback), Peer()
-    reasons = record(stream)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(stream, peer.scope, peer.receive, peer.send)
-        await peer.wait_for(lambda: len(peer.bodies) >= 3)
-        peer.disconnect()
-    assert cleaned.is_set() and reasons == ["disconnect"]
-    assert peer.sent_after_disconnect == 0 and not peer.finished
-
-
-async def test_disconnect_closes_the_async_generator() -> None:
-    closed = anyio.Event()
-    pulled = 0
-
-    async def endless() -> AsyncIterator[int]:
-        nonlocal pulled
-        try:
-            while True:
-                pulled += 1
-                yield pulled
-                await anyio.sleep(0.001)
-        finally:
-            closed.set()
-
-    gen = endless()
-    stream, peer = Stream(gen), Peer()
-    reasons = record(stream)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(stream, peer.scope, peer.receive, peer.send)
-        await peer.wait_for(lambda: len(peer.bodies) >= 2)
-        peer.disconnect()
-    assert closed.is_set() and reasons == ["disconnect"]
-    assert gen.ag_frame is None  # finished: aclose() ran, it will never be resumed
-    assert peer.sent_after_disconnect == 0 and not peer.finished
-
-
-async def test_disconnect_while_waiting_for_the_first_item() -> None:
-    cancelled, waiting = anyio.Event(), anyio.Event()
-
-    async def slow_first() -> AsyncIterator[str]:
-        try:
-            waiting.set()
-            await anyio.sleep_forever()
-            yield "never"
-        finally:
-            cancelled.set()
-
-    stream, peer = Stream(slow_first()), Peer()
-    reasons = record(stream)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(stream, peer.scope, peer.receive, peer.send)
-        await waiting.wait()
-        peer.disconnect()
-    assert cancelled.is_set() and reasons == ["disconnect"] and peer.messages == []
-
-
-async def test_oserror_from_send_counts_as_disconnect() -> None:
-    cleaned = anyio.Event()
-
-    async def callback(stream: Stream) -> None:
-        try:
-            while True:
-                stream.send("x")
-                await stream.wait(1)
-        finally:
-            cleaned.set()
-
-    stream, peer = Stream(callback), Peer(fail_after=2)
-    reasons = record(stream)
-    with anyio.fail_after(5):
-        await stream(peer.scope, peer.receive, peer.send)
-    assert cleaned.is_set() and reasons == ["disconnect"]
 
 
 # -- the bounded queue ---------------------------------------------------------------------
@@ -585,17 +499,6 @@ async def test_no_heartbeat_in_formats_where_a_comment_would_corrupt_the_body() 
 
 
 # -- proxy mode (an upstream stand-in here; the real httpx one is in tests/e2e) ------------
-
-
-async def test_proxy_closes_upstream_when_the_client_leaves() -> None:
-    upstream, peer = FakeUpstream([b"data: 1\n\n"], endless=True), Peer()
-    stream = Stream(upstream)
-    reasons = record(stream)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(stream, peer.scope, peer.receive, peer.send)
-        await peer.wait_for(lambda: len(peer.bodies) >= 2)
-        peer.disconnect()
-    assert upstream.closed.is_set() and reasons == ["disconnect"]
 
 
 # -- misc ----------------------------------------------------------------------------------

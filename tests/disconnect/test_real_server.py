@@ -11,9 +11,11 @@ import pytest
 
 from asgi_stream import Stream
 from tests.conftest import serve
-from tests.helpers import TIMEOUT, Record, Served, read_first_line_and_leave, track
+from tests.helpers import TIMEOUT, Record, Served, proxy_handler, read_first_line_and_leave, track
 
 pytestmark = pytest.mark.anyio
+
+FORMS = ["awaitable", "opened"]  # the proxy's upstream: send(...) awaited by the Stream, or opened
 
 
 async def test_disconnect_cancels_callback() -> None:
@@ -238,3 +240,48 @@ async def test_disconnect_of_one_client_leaves_others_streaming() -> None:
             assert await closes.wait(2) == ["disconnect", "complete"]
             await app.finished.wait(2)
             assert app.active == 0
+
+
+@pytest.mark.parametrize("form", FORMS)
+async def test_proxy_client_disconnect_closes_upstream(form: str) -> None:
+    """The client leaves mid-stream: the upstream response is closed, so the upstream server
+    sees a disconnect and its producer stops."""
+    never = anyio.Event()
+    upstream_closes = Record()
+    upstream_finally = Record()
+    upstream_started = Record()
+
+    def upstream_handler(scope: Any) -> Stream:
+        async def events() -> Any:
+            upstream_started(True)
+            try:
+                yield b"data: first\n\n"
+                await never.wait()  # an LLM still thinking
+                yield b"data: never sent\n\n"
+            finally:
+                upstream_finally(True)
+
+        return track(Stream(events()), upstream_closes)
+
+    closes = Record()
+    opened: list[Any] = []
+    with anyio.fail_after(TIMEOUT):
+        async with (
+            serve(Served(upstream_handler)) as upstream_url,
+            httpx.AsyncClient() as upstream,
+        ):
+            app = Served(proxy_handler(upstream, upstream_url, form, closes, opened))
+            async with serve(app) as url, httpx.AsyncClient() as client:
+                async with client.stream("GET", url + "/events") as response:
+                    assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+                    async for line in response.aiter_lines():
+                        assert line == "data: first"
+                        break
+                assert await closes.wait() == ["disconnect"]
+                assert await upstream_closes.wait() == ["disconnect"]
+                assert await upstream_finally.wait() == [True]
+                assert len(upstream_started) == 1
+                await app.finished.wait()
+                assert app.active == 0
+                if form == "opened":
+                    assert opened[0].is_closed
