@@ -1,4 +1,6 @@
-"""StreamMiddleware.shutdown() with streams open under a real hypercorn."""
+"""StreamMiddleware.shutdown() with streams open under a real hypercorn: each ends cleanly after
+what was queued, new requests get a ``503``, and a client that stopped reading cannot hold up
+``shutdown(grace)``."""
 
 from __future__ import annotations
 
@@ -16,6 +18,11 @@ from tests.helpers import TIMEOUT, Record, Served, read_raw, track
 pytestmark = pytest.mark.anyio
 
 CLIENTS = 3
+# More than loopback socket buffers hold: a write of it blocks until the client reads.
+BIG = b"data: " + b"x" * 32 * 1_048_576 + b"\n\n"
+# How long a stalled client may hold its stream once the policy says "drop it" (generous:
+# healthy runs take a few milliseconds).
+DROP_WITHIN = 1.0
 
 
 async def test_shutdown_ends_every_open_stream_cleanly() -> None:
@@ -110,3 +117,41 @@ async def test_shutdown_with_no_streams_returns_at_once() -> None:
             await app.finished.wait()
             await app.middleware.shutdown(grace=60_000)  # would hit fail_after if it waited
             assert app.active == 0
+
+
+async def test_shutdown_grace_holds_with_a_stalled_client() -> None:
+    """``shutdown(grace)`` waits at most ``grace`` ms, even for a stream whose writer is
+    blocked on a client that stopped reading (32 MiB queued: more than socket buffers)."""
+    all_queued = anyio.Event()
+    never = anyio.Event()
+    closes = Record()
+
+    def handler(scope: Any) -> Stream:
+        async def flood(stream: Stream) -> None:
+            assert stream.send(BIG)
+            all_queued.set()
+            await never.wait()
+
+        return track(Stream(flood, max_buffer=128 * 1_048_576), closes)
+
+    app = Served(handler)
+    with anyio.fail_after(TIMEOUT):
+        async with (
+            serve(app) as url,
+            httpx.AsyncClient() as client,
+            client.stream("GET", url + "/stalled") as stalled,
+        ):
+            raw = stalled.aiter_raw()
+            await anext(raw)
+            await all_queued.wait()
+            assert app.active == 1
+
+            with anyio.move_on_after(0.2 + DROP_WITHIN) as waited:
+                await app.middleware.shutdown(grace=200)
+            assert not waited.cancelled_caught, (
+                f"shutdown(grace=200) had not returned after {0.2 + DROP_WITHIN} s "
+                f"(active={app.active}, on_close so far: {closes.items})"
+            )
+            assert app.active == 0
+            assert closes.items == ["shutdown"]
+            await raw.aclose()
