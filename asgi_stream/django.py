@@ -31,7 +31,7 @@ view's source runs as in any ASGI app (use an async generator and Django's async
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings  # type: ignore[import-untyped]
@@ -44,9 +44,6 @@ from .producer import DEFAULT_MAX_BUFFER, DEFAULT_PING
 from .sources import IterableSource, is_single_item
 from .stream import Stream
 from .threads import iterate_in_thread
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["StreamViewMiddleware", "get_asgi_application"]
 

@@ -14,7 +14,7 @@ import contextvars
 import logging
 import math
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -317,8 +317,9 @@ class _Detached:
     opened, since an async generator must not suspend inside one across ``yield`` (PEP 789).
     Its owner cancels it and waits for it, bounded, in its ``finally``."""
 
-    def __init__(self, function: Callable[[], Awaitable[None]]) -> None:
-        self.function = function
+    def __init__(self, producer: Producer, where: str) -> None:
+        self.producer = producer
+        self.where = where
         self.scope = anyio.CancelScope()
         self.done = anyio.Event()
         self.task: object = None  # keeps an asyncio task alive
@@ -326,7 +327,12 @@ class _Detached:
     async def _main(self) -> None:
         try:
             with self.scope:
-                await self.function()
+                await self.producer.run(self.where)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except BaseException:  # a trio system task must not raise: it would end the run
+            logger.exception("stream producer failed (%s)", self.where)
+            self.producer.end("error")
         finally:
             self.done.set()
 
@@ -346,37 +352,44 @@ class _Detached:
 
 
 async def frames(producer: Producer, where: str = "Stream.value") -> AsyncIterator[bytes]:
-    """The stream's encoded frames, for a framework's own streaming response: the producer
-    runs in a task of its own, this generator only takes chunks from the queue. Failures
-    before the first item propagate to the consumer; a consumer that stops early (``aclose``)
-    ends the stream with ``"disconnect"``, one that falls ``max_buffer`` behind with
-    ``"slow-client"``."""
+    """The stream's encoded frames, one per item, for a framework's own streaming response:
+    the producer runs in a task of its own, this generator only takes frames from the queue.
+    Failures before the first item propagate to the consumer; a consumer that stops early
+    (``aclose``) ends the stream with ``"disconnect"``, one that falls ``max_buffer`` behind
+    with ``"slow-client"``."""
     queue = producer.queue
     queue.bind()
-    producer_task = _Detached(lambda: producer.run(where))
+    producer_task: _Detached | None = None
+    batch: list[bytes] = []  # taken from the queue, not yet handed to the consumer
     try:
         try:
             await producer.prepare()
         except Exception:
             producer.end("error")
             raise
+        producer_task = _Detached(producer, where)
 
         def ended(reason: CloseReason) -> None:
-            if reason in DROPPING:  # else the writer flushes the queue first
+            if reason in DROPPING and producer_task is not None:  # else flush the queue first
                 producer_task.scope.cancel()
 
         queue.on_end = ended
         producer_task.start()
-        while True:  # one frame per chunk, as sent: a framework may flush each one
+        while True:
             await queue.wait()
-            if not (taken := queue.take_frames()):
+            batch = queue.take_frames()
+            if not batch:
                 break
-            queue.writing = True
-            for frame in taken:
-                yield frame
+            batch.reverse()
+            queue.writing = True  # the consumer holds frames: max_buffer applies
+            while batch:
+                yield batch.pop()
             queue.writing = False
     finally:
         queue.on_end = None
+        if not batch:  # the consumer had every frame taken: it did not leave half-way
+            queue.writing = False
         with anyio.CancelScope(shield=True):
-            await producer_task.stop()
+            if producer_task is not None:
+                await producer_task.stop()
             await producer.finish()

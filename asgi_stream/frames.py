@@ -41,6 +41,7 @@ class FrameQueue:
     __slots__ = (
         "frames",
         "limit",
+        "lock",
         "loop_thread",
         "low_water",
         "on_end",
@@ -67,9 +68,11 @@ class FrameQueue:
         # Writes what is queued now from the producer's task while the writer is parked
         # (asyncio only; see ``sources.pump``).
         self.write_now: Callable[[], Awaitable[None]] | None = None
-        # The event loop's thread, and how other threads reach it (``bind``).
+        # The event loop's thread, and how other threads reach it (``bind``); the lock makes
+        # "not bound yet, so just append" atomic with respect to ``bind``.
         self.loop_thread: int | None = None
         self.schedule: Callable[..., object] | None = None
+        self.lock = threading.Lock()
 
     def set_limit(self, limit: int) -> None:
         self.limit = limit
@@ -77,15 +80,46 @@ class FrameQueue:
 
     def bind(self) -> None:
         """Called on the event loop that consumes the queue: from now on, pushes and closes
-        from other threads are handed to that loop (``foreign``)."""
-        self.loop_thread = threading.get_ident()
-        self.schedule = call_soon_threadsafe()
+        from other threads are handed to that loop (``push_threadsafe``)."""
+        with self.lock:
+            self.loop_thread = threading.get_ident()
+            self.schedule = call_soon_threadsafe()
 
-    def foreign(self) -> bool:
-        """Whether the caller runs in another thread than the consuming event loop."""
-        return self.loop_thread is not None and threading.get_ident() != self.loop_thread
+    def on_loop(self) -> bool:
+        """Whether the caller runs on the consuming event loop's thread (once bound)."""
+        return self.loop_thread == threading.get_ident()
 
-    def in_loop(self, function: Callable[..., object], *args: object) -> bool:
+    def push_threadsafe(self, frame: bytes) -> bool:
+        """``push`` from anywhere: before ``bind`` nobody waits, so the frame is appended
+        under the lock; after, from another thread, it is handed to the loop and dropped
+        there if the stream ended meanwhile. ``False`` if the stream is closed."""
+        with self.lock:
+            if self.schedule is None:
+                if self.reason is not None:
+                    return False
+                self.frames.append(frame)
+                self.queued += len(frame)
+                return True
+        if self.on_loop():
+            return self.push(frame)
+        return self.reason is None and self._in_loop(self._push_if_open, frame)
+
+    def end_threadsafe(self, reason: CloseReason) -> None:
+        """``end`` from anywhere (see ``push_threadsafe``)."""
+        with self.lock:
+            if self.schedule is None:
+                self.end(reason)
+                return
+        if self.on_loop():
+            self.end(reason)
+        else:
+            self._in_loop(self.end, reason)
+
+    def _push_if_open(self, frame: bytes) -> None:
+        if self.reason is None:
+            self.push(frame)
+
+    def _in_loop(self, function: Callable[..., object], *args: object) -> bool:
         """Run ``function(*args)`` on the consuming loop, soon; ``False`` if it has ended."""
         assert self.schedule is not None
         try:
@@ -155,10 +189,15 @@ class FrameQueue:
 
     def end(self, reason: CloseReason) -> bool:
         """Close with ``reason``; dropping reasons discard the queue. The first reason wins,
-        but for a ``"complete"`` stream that a dropping reason ends before everything was
-        written: its client did not get it all."""
+        but for a ``"complete"`` stream that ends otherwise before everything was written
+        (a disconnect or a failed write while frames wait or a write is in progress): its
+        client did not get it all."""
         if self.reason is not None and not (
-            self.reason == "complete" and reason in DROPPING and (self.frames or self.writing)
+            self.reason == "complete"
+            and (
+                (reason in DROPPING and (self.frames or self.writing))
+                or (reason == "error" and self.writing)
+            )
         ):
             return False
         self.reason = reason

@@ -27,8 +27,11 @@ CLEANUP_TIMEOUT: Final = 1.0
 
 async def close_quietly(obj: object) -> None:
     """Close a source or iterator the way it wants to be closed (``aclose`` or ``close``);
-    a coroutine never awaited is closed unawaited. Failures are logged, not raised."""
+    a coroutine never awaited is closed unawaited, a task or future cancelled. Failures are
+    logged, not raised."""
     closer = getattr(obj, "aclose", None) or getattr(obj, "close", None)
+    if closer is None:
+        closer = getattr(obj, "cancel", None)  # an asyncio Task or Future: never awaited
     if closer is None:
         return
     try:

@@ -200,6 +200,10 @@ class StreamMiddleware:
         token = current_request.set(request)
         try:
             result = await self.app(scope, replaying_receive, tracked_send)
+        except BaseException:
+            if request.stream is not None:  # handed over, and then the app failed
+                await _discard(request.stream)
+            raise
         finally:
             current_request.reset(token)
         producer = request.stream

@@ -130,17 +130,13 @@ class Stream:
             frame = self._encode(data, event=event, id=id, retry=retry, default_event=self._event)
         if not frame:
             return True
-        if queue.loop_thread is not None and threading.get_ident() != queue.loop_thread:
-            return queue.in_loop(queue.push, frame)  # encoded here, queued on the loop
-        return queue.push(frame)
+        if queue.loop_thread == threading.get_ident():  # on the loop that sends the stream
+            return queue.push(frame)
+        return queue.push_threadsafe(frame)  # encoded here, queued on that loop
 
     def close(self) -> None:
         """End the stream once the queued events are written. Idempotent."""
-        queue = self._queue
-        if queue.foreign():
-            queue.in_loop(queue.end, "complete")
-        else:
-            queue.end("complete")
+        self._queue.end_threadsafe("complete")
 
     @property
     def closed(self) -> bool:
@@ -148,7 +144,7 @@ class Stream:
 
     async def wait(self, ms: float) -> None:
         """Sleep ``ms`` milliseconds."""
-        await anyio.sleep(ms / 1000)
+        await wait(ms)
 
     async def drain(self) -> None:
         """Wait until the send queue has room again (returns at once if it has)."""
