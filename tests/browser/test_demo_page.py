@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from asgi_stream import CloseReason
-from examples.demo import HEADLINES, REPLY, REPLY_TOKENS, Demo, Settings
+from examples.demo import HEADLINES, REPLY, REPLY_TOKENS, Settings
 from tests.conftest import serve
-from tests.helpers import Record
+from tests.demo.observed import Observed
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
@@ -41,18 +40,6 @@ LIVELY = Settings(
     ticker_every=90,
     news_every=5,
 )
-
-
-class Observed(Demo):
-    """The demo, recording each stream that ends as ``(path, reason)`` in ``closes``."""
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.closes = Record()
-
-    def _closed(self, path: str, reason: CloseReason) -> None:
-        super()._closed(path, reason)
-        self.closes((path, reason))
 
 
 @pytest.fixture

@@ -22,19 +22,17 @@ import sniffio
 from anyio.streams.text import TextReceiveStream
 from httpx_sse import ServerSentEvent, aconnect_sse
 
-from asgi_stream import CloseReason
 from examples.demo import (
     HEADLINES,
     INJECTION,
     REPLY,
     REPLY_TOKENS,
     RETRY_MS,
-    Demo,
     Settings,
     create_app,
 )
 from tests.conftest import serve
-from tests.helpers import Record
+from tests.demo.observed import Observed
 
 pytestmark = pytest.mark.anyio
 
@@ -60,18 +58,6 @@ async def first_events(client: httpx.AsyncClient, url: str, count: int) -> list[
             if len(events) == count:
                 break
     return events
-
-
-class Observed(Demo):
-    """The demo, recording each stream that ends as ``(path, reason)`` in ``closes``."""
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self.closes = Record()
-
-    def _closed(self, path: str, reason: CloseReason) -> None:
-        super()._closed(path, reason)
-        self.closes((path, reason))
 
 
 async def until_closed(demo: Observed, *expected: tuple[str, str]) -> None:

@@ -1,5 +1,7 @@
-"""HTTP/2 under a real hypercorn, over cleartext h2c with prior knowledge (no TLS needed):
-httpx with ``http1=False, http2=True``, and a raw ``h2`` client for per-stream resets."""
+"""HTTP/2 under a real hypercorn, over cleartext h2c with prior knowledge (no TLS needed), with
+httpx (``http1=False, http2=True``): a stream, and concurrent streams multiplexed on one
+connection. (Disconnects over HTTP/2: tests/disconnect/test_http2.py; slow clients:
+tests/slow_client/test_http2_drop.py.)"""
 
 from __future__ import annotations
 
