@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from httpx_sse import aconnect_sse
 
 from asgi_stream import CloseReason, Stream, StreamMiddleware
 from tests.conftest import stream_app
@@ -169,3 +170,30 @@ def proxy_handler(
 
 def h2_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(http1=False, http2=True)
+
+
+async def listen_then_shut_down(
+    app: Wrapped, client: httpx.AsyncClient, urls: dict[str, str], *, grace: float
+) -> dict[str, list[str]]:
+    """Open an SSE client on each of ``urls`` (name: url); once each has an event, check that
+    ``app.active`` counts them all, shut the middleware down and check that none is left.
+    Returns the data each client received. A stream cut off uncleanly raises
+    ``httpx.RemoteProtocolError``."""
+    opened = Record()
+    received: dict[str, list[str]] = {}
+
+    async def listen(name: str, url: str) -> None:
+        async with aconnect_sse(client, "GET", url) as source:
+            data = received.setdefault(name, [])
+            async for sse in source.aiter_sse():
+                data.append(sse.data)
+                opened(name)
+
+    async with anyio.create_task_group() as group:
+        for name, url in urls.items():
+            group.start_soon(listen, name, url)
+        await opened.wait(len(urls))
+        assert app.active == len(urls)
+        await app.middleware.shutdown(grace=grace)
+        assert app.active == 0
+    return received

@@ -30,7 +30,15 @@ from asgi_stream import ServerSentEvent
 from asgi_stream.starlette import Stream
 from tests.conftest import serve
 from tests.frameworks.starlette_support import MARKER, ORIGIN
-from tests.helpers import TIMEOUT, Record, Wrapped, read_first_line_and_leave, read_raw, track
+from tests.helpers import (
+    TIMEOUT,
+    Record,
+    Wrapped,
+    listen_then_shut_down,
+    read_first_line_and_leave,
+    read_raw,
+    track,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -127,7 +135,6 @@ async def test_active_counts_the_streams_and_shutdown_ends_them_cleanly() -> Non
     never = anyio.Event()
     closes = Record()
     producers_ended = Record()
-    opened = Record()
     api = FastAPI()
 
     @api.get("/{name}")
@@ -143,25 +150,12 @@ async def test_active_counts_the_streams_and_shutdown_ends_them_cleanly() -> Non
         return track(Stream(callback), closes)
 
     app = Wrapped(api)
-    received: dict[str, list[str]] = {}
     with anyio.fail_after(TIMEOUT):
         async with serve(app) as url, httpx.AsyncClient() as client:
-            async with anyio.create_task_group() as group:
-
-                async def listen(name: str) -> None:
-                    # Raises httpx.RemoteProtocolError if the stream is cut off uncleanly.
-                    async with aconnect_sse(client, "GET", f"{url}/{name}") as source:
-                        data = received.setdefault(name, [])
-                        async for sse in source.aiter_sse():
-                            data.append(sse.data)
-                            opened(name)
-
-                for n in range(clients):
-                    group.start_soon(listen, f"c{n}")
-                await opened.wait(clients)
-                assert app.active == clients
-                await app.middleware.shutdown(grace=TIMEOUT * 1000 / 2)
-                assert app.active == 0
+            names = [f"c{n}" for n in range(clients)]
+            received = await listen_then_shut_down(
+                app, client, {name: f"{url}/{name}" for name in names}, grace=TIMEOUT * 1000 / 2
+            )
             assert received == {f"c{n}": [f"hello c{n}"] for n in range(clients)}
             assert await closes.wait(clients) == ["shutdown"] * clients
             assert sorted(await producers_ended.wait(clients)) == [f"c{n}" for n in range(clients)]

@@ -15,6 +15,7 @@ def test_send_returns_false_once_closed_and_close_is_idempotent() -> None:
     stream.close()
     assert stream.closed
     assert stream.send("b") is False
+    assert stream.send(None) is False
     assert stream.send(object()) is False  # a closed stream never raises, whatever the data
     assert stream.producer.queue.frames == [b"data: a\n\n"]
 

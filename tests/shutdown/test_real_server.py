@@ -9,11 +9,10 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from httpx_sse import aconnect_sse
 
 from asgi_stream import Stream
 from tests.conftest import serve
-from tests.helpers import TIMEOUT, Record, Served, read_raw, track
+from tests.helpers import TIMEOUT, Record, Served, listen_then_shut_down, read_raw, track
 
 pytestmark = pytest.mark.anyio
 
@@ -29,7 +28,6 @@ async def test_shutdown_ends_every_open_stream_cleanly() -> None:
     never = anyio.Event()
     closes = Record()
     producers_ended = Record()
-    opened = Record()
 
     def handler(scope: Any) -> Stream:
         async def callback(stream: Stream) -> None:
@@ -43,25 +41,12 @@ async def test_shutdown_ends_every_open_stream_cleanly() -> None:
         return track(Stream(callback), closes)
 
     app = Served(handler)
-    received: dict[str, list[str]] = {}
     with anyio.fail_after(TIMEOUT):
         async with serve(app) as url, httpx.AsyncClient() as client:
-            async with anyio.create_task_group() as clients:
-
-                async def listen(path: str) -> None:
-                    # Raises httpx.RemoteProtocolError if the stream is cut off uncleanly.
-                    async with aconnect_sse(client, "GET", url + path) as source:
-                        data = received.setdefault(path, [])
-                        async for sse in source.aiter_sse():
-                            data.append(sse.data)
-                            opened(path)
-
-                for n in range(CLIENTS):
-                    clients.start_soon(listen, f"/client{n}")
-                await opened.wait(CLIENTS)
-                assert app.active == CLIENTS
-                await app.middleware.shutdown(grace=TIMEOUT * 1000 / 2)
-                assert app.active == 0
+            paths = [f"/client{n}" for n in range(CLIENTS)]
+            received = await listen_then_shut_down(
+                app, client, {path: url + path for path in paths}, grace=TIMEOUT * 1000 / 2
+            )
             # every client saw its event and then a clean end of stream
             assert received == {f"/client{n}": [f"open /client{n}"] for n in range(CLIENTS)}
             assert await closes.wait(CLIENTS) == ["shutdown"] * CLIENTS
@@ -105,17 +90,6 @@ async def test_shutdown_flushes_queued_events_first() -> None:
                 body = b"".join([chunk async for chunk in response.aiter_raw()])
             assert body == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
             assert await closes.wait() == ["shutdown"]
-            assert app.active == 0
-
-
-async def test_shutdown_with_no_streams_returns_at_once() -> None:
-    app = Served(lambda scope: Stream("x"))
-    with anyio.fail_after(TIMEOUT):
-        async with serve(app) as url, httpx.AsyncClient() as client:
-            _response, body = await read_raw(client, url)
-            assert body == b"data: x\n\n"
-            await app.finished.wait()
-            await app.middleware.shutdown(grace=60_000)  # would hit fail_after if it waited
             assert app.active == 0
 
 

