@@ -7,7 +7,9 @@ where they fail: CI must run them.
 
 asyncio only: Playwright's async API runs on an asyncio event loop and has no trio support,
 so these tests override the suite's asyncio+trio ``anyio_backend``. (The same servers and
-streams are tested on trio by tests/e2e with httpx.)
+streams are tested on trio by the rest of the suite, with httpx.)
+
+Every test here is marked ``browser``: ``-m "not browser"`` leaves them out.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
@@ -36,6 +39,14 @@ FLAGS = [
 ]
 TIMEOUT_MS = 10_000
 """Playwright's default for every action and wait (a healthy test needs a fraction of it)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test of this directory ``browser`` (the hook sees the whole session)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.browser)
 
 
 def in_ci() -> bool:

@@ -666,6 +666,7 @@ async def test_a_stream_without_the_django_middleware_fails_at_once() -> None:
 # -- the example -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_the_example_app_streams_and_stops_cleanly() -> None:
     port = _free_port()
     example = ROOT / "examples" / "django_app.py"

@@ -434,6 +434,7 @@ async def test_the_session_cookie_reaches_the_client() -> None:
     assert again.status_code == 200
 
 
+@pytest.mark.slow
 async def test_response_timeout_does_not_cut_a_stream() -> None:
     probe = Probe()
     app, middleware = create_app(probe, RESPONSE_TIMEOUT=1)
@@ -448,6 +449,7 @@ async def test_response_timeout_does_not_cut_a_stream() -> None:
     assert middleware.active == 0
 
 
+@pytest.mark.slow
 async def test_response_timeout_does_cut_quarts_own_streaming_response() -> None:
     """The control for the test above: the same events as Quart's own streaming body are cut
     off after RESPONSE_TIMEOUT = 1, so that test would see the cut if the stream had one."""

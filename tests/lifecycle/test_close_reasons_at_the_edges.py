@@ -116,6 +116,7 @@ async def test_a_write_failing_after_the_stream_was_complete_is_an_error() -> No
     assert reasons == ["error"]
 
 
+@pytest.mark.slow
 async def test_a_thread_send_landing_after_the_end_is_dropped_and_the_end_stays_complete() -> None:
     class SlowToEncode:
         """Widens the gap between send()'s "still open?" and the hand-over to the loop."""
@@ -191,6 +192,7 @@ async def race_one_start() -> str | None:
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 async def test_sends_from_a_thread_racing_the_start_of_the_stream() -> None:
     """A thread that sends while the stream is being started (a handler that starts a

@@ -139,6 +139,7 @@ def value_stream(*callbacks: Callable[[CloseReason], object], streams: Record) -
 # -- in-process: the request returns within the bound --------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("end", ["disconnect", "complete"])
 @pytest.mark.parametrize("how", ["StreamMiddleware", "Stream as an ASGI app"])
 async def test_a_hanging_callback_is_cancelled_within_the_bound(end: str, how: str) -> None:
@@ -164,6 +165,7 @@ async def test_a_hanging_callback_is_cancelled_within_the_bound(end: str, how: s
     assert hanging.outcome.items == ["cancelled"]
 
 
+@pytest.mark.slow
 async def test_the_middleware_forgets_the_stream_before_its_callbacks_run() -> None:
     hanging = Hanging()
     streams = Record()
@@ -180,6 +182,7 @@ async def test_the_middleware_forgets_the_stream_before_its_callbacks_run() -> N
     assert middleware.active == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("when", ["while the callbacks run", "which starts the callbacks"])
 async def test_cancelling_the_request_returns_within_the_bound(when: str) -> None:
     hanging = Hanging()
@@ -204,6 +207,7 @@ async def test_cancelling_the_request_returns_within_the_bound(when: str) -> Non
 # -- several callbacks -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_callbacks_before_a_hanging_one_run_and_quick_ones_are_not_cancelled() -> None:
     ran: list[str] = []
     quick, sleeper, hanging = Quick(), Quick(0.1), Hanging()
@@ -242,6 +246,7 @@ async def test_callbacks_that_finish_in_time_are_not_cancelled() -> None:
     assert [sleeper.outcome.items for sleeper in sleepers] == [[("finished", "complete")]] * 3
 
 
+@pytest.mark.slow
 async def test_the_bound_covers_all_the_callbacks_of_a_stream_together() -> None:
     """Five hanging callbacks: the request still returns within one bound (bounding each
     callback separately would take five seconds and more)."""
@@ -262,6 +267,7 @@ async def test_the_bound_covers_all_the_callbacks_of_a_stream_together() -> None
 # -- under a real server: the server exits ---------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 async def test_a_hanging_callback_does_not_keep_the_server_from_exiting() -> None:
     hanging = Hanging()

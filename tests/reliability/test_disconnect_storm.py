@@ -18,7 +18,7 @@ import pytest
 from tests.reliability.clients import server_process
 from tests.reliability.scenarios import KINDS, run_storm
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 CLIENTS = 500
 SEED = int(os.environ.get("RELIABILITY_SEED", "4"))

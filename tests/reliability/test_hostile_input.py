@@ -76,6 +76,7 @@ async def worst_gap(http: httpx.AsyncClient, url: str, first: anyio.Event) -> fl
 # -- a 10 MB event -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @PROTOCOLS
 async def test_a_10mb_event_is_written_whole_while_other_streams_keep_flowing(
     http2: bool,
@@ -114,6 +115,7 @@ async def test_a_10mb_event_is_written_whole_while_other_streams_keep_flowing(
     assert gap < MAX_GAP, f"two ticks of another stream arrived {gap:.2f} s apart"
 
 
+@pytest.mark.slow
 @PROTOCOLS
 async def test_a_10mb_event_behind_a_write_in_progress_drops_the_client(http2: bool) -> None:
     closes = Record()
@@ -320,6 +322,7 @@ async def test_a_client_cannot_trigger_a_hand_over(http2: bool) -> None:
 # -- hostile strings end to end ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_hostile_strings_through_the_wire_add_no_event_and_no_field(
     anyio_backend: str,
 ) -> None:

@@ -15,7 +15,7 @@ import pytest
 from tests.reliability.clients import server_process
 from tests.reliability.scenarios import KiB, run_load
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 STREAMS = 1_000
 EVENTS = 50

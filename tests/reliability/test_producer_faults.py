@@ -139,6 +139,7 @@ async def test_raising_producers_end_cleanly_and_others_are_unaffected(
 # -- never awaiting ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_an_async_generator_that_never_awaits_does_not_starve_other_streams() -> None:
     """Each item costs 1 ms of CPU and the generator never awaits. Without the time slice it
     would run until 64 KiB of tiny frames wait (~5,000 items: 5 s with the loop blocked)."""
@@ -219,6 +220,7 @@ def blocking_rows(record: Record, count: int = 2) -> Iterator[str]:
         record(("closed", threading.current_thread().name))
 
 
+@pytest.mark.slow
 async def test_a_blocking_iterator_in_iterate_in_thread_blocks_nothing() -> None:
     rows = ThreadRecord()
 
@@ -248,6 +250,7 @@ async def test_a_blocking_iterator_in_iterate_in_thread_blocks_nothing() -> None
     assert worst < MAX_GAP, f"two ticks arrived {worst:.3f} s apart"
 
 
+@pytest.mark.slow
 async def test_leaving_during_a_blocked_next_does_not_wait_for_it() -> None:
     rows = ThreadRecord()
     closes = Record()
@@ -272,6 +275,7 @@ async def test_leaving_during_a_blocked_next_does_not_wait_for_it() -> None:
             assert app.active == 0
 
 
+@pytest.mark.slow
 async def test_a_blocking_iterator_passed_directly_blocks_the_whole_worker() -> None:
     """The wrong way, shown so that the advice above stays true: a blocking ``next()`` runs
     on the event loop, and every other stream of the worker waits for it."""
@@ -354,6 +358,7 @@ async def test_a_stream_nobody_closes_stays_open_until_the_client_leaves_or_shut
 # -- many raising producers at once, in a worker of its own ------------------------------------
 
 
+@pytest.mark.slow
 async def test_200_raising_producers_next_to_200_healthy_streams(anyio_backend: str) -> None:
     async with server_process(anyio_backend) as server:
         with anyio.fail_after(60):

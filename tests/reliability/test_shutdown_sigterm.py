@@ -29,6 +29,7 @@ GRACE = 3.0  # seconds: --grace of the server (StreamMiddleware.shutdown)
 GRACEFUL_TIMEOUT = 1.0  # seconds: hypercorn's own wait for connections
 
 
+@pytest.mark.slow
 async def test_sigterm_ends_100_streams_cleanly_under_asgi_stream_hypercorn_run(
     anyio_backend: str,
 ) -> None:
@@ -57,6 +58,7 @@ async def test_sigterm_ends_100_streams_cleanly_under_asgi_stream_hypercorn_run(
     assert (final["active"], final["live_streams"], final["stream_tasks"]) == (0, 0, 0)
 
 
+@pytest.mark.slow
 async def test_plain_hypercorn_cuts_streams_after_its_graceful_timeout(
     anyio_backend: str,
 ) -> None:

@@ -31,7 +31,7 @@ import pytest
 from tests.reliability.clients import server_process
 from tests.reliability.scenarios import KiB, MiB, StalledResult, run_stalled
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 MAX_BUFFER = 256 * KiB
 # Per stalled stream: the chunk in flight (up to max_buffer + a frame) and hypercorn's own

@@ -14,7 +14,7 @@ from httpx_sse import aconnect_sse
 
 from tests.conftest import _free_port, _wait_listening
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 SERVER = textwrap.dedent(
     """

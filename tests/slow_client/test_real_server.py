@@ -26,6 +26,7 @@ MAX_CHUNKS = 1_000
 DROP_WITHIN = 1.0
 
 
+@pytest.mark.slow
 async def test_stalled_client_is_dropped_and_others_unaffected() -> None:
     closes: dict[str, Record] = {"/stalled": Record(), "/healthy": Record()}
     refused_at = Record()

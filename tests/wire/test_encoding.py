@@ -706,6 +706,7 @@ _ITEM = st.tuples(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(
     items=st.lists(_ITEM, max_size=10),
@@ -819,6 +820,7 @@ JSON_CONTAINERS = st.lists(JSON_VALUES, max_size=4) | st.dictionaries(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(value=JSON_CONTAINERS, event=st.none() | EVENT_NAMES)
 def test_property_json_round_trips(value: Any, event: str | None) -> None:
@@ -881,6 +883,7 @@ _ANY_FIELD = st.none() | st.text(max_size=4) | st.integers(-3, 3) | st.booleans(
 _BAD_JSON = st.sampled_from([float("nan"), float("inf"), object(), b"x", {1, 2}, "\ud800"])
 
 
+@pytest.mark.slow
 @settings(max_examples=500, deadline=None)
 @given(
     data=TEXT | st.text(max_size=6) | JSON_CONTAINERS | st.lists(_BAD_JSON, min_size=1, max_size=2),
