@@ -1,0 +1,1 @@
+"""The demo (examples/demo.py) under a real hypercorn and as a script (Ctrl-C)."""

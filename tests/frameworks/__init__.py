@@ -1,0 +1,1 @@
+"""The integrations: Starlette, FastAPI, Quart, Django."""

@@ -1,0 +1,1 @@
+"""The heartbeat: ``: ping`` on idle streams, never where it would corrupt the body."""

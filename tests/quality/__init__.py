@@ -1,0 +1,1 @@
+"""Code quality: mypy, ruff, the layering contract, the README's examples."""

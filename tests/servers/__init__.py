@@ -1,0 +1,1 @@
+"""Servers: HTTP/2 (h2c) streaming and multiplexing under hypercorn, and uvicorn."""
