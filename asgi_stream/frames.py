@@ -187,6 +187,13 @@ class FrameQueue:
             waited = True
         return waited
 
+    def cut_off(self) -> None:
+        """The server gives up on the stream (a shutdown's grace is over): it ends with
+        ``"shutdown"``, a ``"complete"`` one too if it was not all written."""
+        if self.reason == "complete" and (self.frames or self.writing):
+            self.reason = None
+        self.end("shutdown")
+
     def end(self, reason: CloseReason) -> bool:
         """Close with ``reason``; dropping reasons discard the queue. The first reason wins,
         but for a ``"complete"`` stream that ends otherwise before everything was written

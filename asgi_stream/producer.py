@@ -85,6 +85,7 @@ class Producer:
     def abort(self) -> None:
         """Cut the consumer off at once (a shutdown's grace is over): it cancels its tasks
         and runs only the bounded cleanup."""
+        self.queue.cut_off()
         if self.canceller is not None:
             self.canceller()
 
