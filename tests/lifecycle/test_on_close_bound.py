@@ -31,7 +31,7 @@ import pytest
 
 from asgi_stream import CloseReason, Stream, StreamMiddleware
 from tests.conftest import serve, stream_app
-from tests.e2e.helpers import TIMEOUT, Record, Served
+from tests.helpers import TIMEOUT, Record, Served
 from tests.peer import Peer
 
 pytestmark = pytest.mark.anyio

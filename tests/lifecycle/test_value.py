@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from asgi_stream import Stream
 from tests.conftest import serve
-from tests.e2e.helpers import TIMEOUT, Record, track
+from tests.helpers import TIMEOUT, Record, track
 from tests.reliability.clients import H1
 
 pytestmark = pytest.mark.anyio

@@ -96,8 +96,9 @@ def count_tasks() -> int:
 
 # The streaming code of the library (not asgi_stream.hypercorn, which runs the server).
 _LIBRARY = tuple(
-    str(Path(asgi_stream.__file__).parent / name)
-    for name in ("driver.py", "middleware.py", "stream.py", "wire.py")
+    str(path)
+    for path in Path(asgi_stream.__file__).parent.glob("*.py")
+    if path.name not in ("hypercorn.py", "__init__.py")
 )
 
 

@@ -31,7 +31,7 @@ from starlette.routing import Route
 
 from asgi_stream import Stream, StreamMiddleware, iterate_in_thread
 from tests.conftest import serve, stream_app
-from tests.e2e.helpers import TIMEOUT, Record, track
+from tests.helpers import TIMEOUT, Record, track
 from tests.peer import Peer
 from tests.reliability.test_producer_faults import ThreadRecord
 

@@ -31,7 +31,7 @@ from httpx_sse import aconnect_sse
 
 from asgi_stream import Stream, StreamMiddleware
 from tests.conftest import serve, stream_app
-from tests.e2e.helpers import TIMEOUT, Record, track
+from tests.helpers import TIMEOUT, Record, track
 from tests.peer import Peer
 
 pytestmark = pytest.mark.anyio
