@@ -94,6 +94,28 @@ async def test_a_stream_waiting_for_its_first_item_ends_at_once_in_process(kind:
     assert peer.finished
 
 
+async def shut_down_while_requested(
+    app: Served, url: str, waiting: anyio.Event, closes: Record
+) -> tuple[httpx.Response, bytes]:
+    """A real client requests ``url``; once the stream is ``waiting`` for its first item,
+    ``shutdown()`` must end it at once. Returns the client's response and body."""
+    answers: list[tuple[httpx.Response, bytes]] = []
+    async with httpx.AsyncClient() as client, anyio.create_task_group() as tg:
+
+        async def request() -> None:
+            answers.append(await read_raw(client, url))
+
+        tg.start_soon(request)
+        await waiting.wait()
+        assert app.active == 1
+        with anyio.fail_after(AT_ONCE):
+            await app.middleware.shutdown(grace=GRACE)
+            assert app.active == 0
+            assert await closes.wait() == ["shutdown"]
+            await app.finished.wait()
+    return answers[0]
+
+
 @pytest.mark.parametrize("kind", WAITING)
 async def test_a_stream_waiting_for_its_first_item_ends_at_once_for_a_real_client(
     kind: str,
@@ -101,27 +123,13 @@ async def test_a_stream_waiting_for_its_first_item_ends_at_once_for_a_real_clien
     first = FirstItem()
     closes = Record()
     app = Served(lambda scope: track(Stream(first.source(kind)), closes))
-    answers: list[tuple[httpx.Response, bytes]] = []
     with anyio.fail_after(TIMEOUT):
-        async with (
-            serve(app) as url,
-            httpx.AsyncClient() as client,
-            anyio.create_task_group() as tg,
-        ):
-
-            async def request() -> None:
-                answers.append(await read_raw(client, url + "/first-token"))
-
-            tg.start_soon(request)
-            await first.waiting.wait()
-            assert app.active == 1
+        async with serve(app) as url:
+            response, body = await shut_down_while_requested(
+                app, url + "/first-token", first.waiting, closes
+            )
             with anyio.fail_after(AT_ONCE):
-                await app.middleware.shutdown(grace=GRACE)
-                assert app.active == 0
-                assert await closes.wait() == ["shutdown"]
                 await first.abandoned.wait()
-                await app.finished.wait()
-    response, body = answers[0]
     check_503(response.status_code, response.headers["content-type"], body)
 
 
@@ -167,29 +175,15 @@ async def test_a_proxy_whose_upstream_has_not_answered_ends_at_once_in_process()
 async def test_a_proxy_whose_upstream_has_not_answered_ends_at_once_for_a_real_client() -> None:
     silent = SilentUpstream()
     closes = Record()
-    answers: list[tuple[httpx.Response, bytes]] = []
     with anyio.fail_after(TIMEOUT):
         async with serve(silent) as upstream_url, httpx.AsyncClient() as upstream:
             app = Served(proxy_handler(upstream, upstream_url, "awaitable", closes, []))
-            async with (
-                serve(app) as url,
-                httpx.AsyncClient() as client,
-                anyio.create_task_group() as tg,
-            ):
-
-                async def request() -> None:
-                    answers.append(await read_raw(client, url + "/completion"))
-
-                tg.start_soon(request)
-                await silent.requested.wait()
-                assert app.active == 1
+            async with serve(app) as url:
+                response, body = await shut_down_while_requested(
+                    app, url + "/completion", silent.requested, closes
+                )
                 with anyio.fail_after(AT_ONCE):
-                    await app.middleware.shutdown(grace=GRACE)
-                    assert app.active == 0
-                    assert await closes.wait() == ["shutdown"]
                     assert await silent.left.wait() == ["/completion"]
-                    await app.finished.wait()
-    response, body = answers[0]
     check_503(response.status_code, response.headers["content-type"], body)
 
 
