@@ -14,7 +14,7 @@ import contextvars
 import logging
 import math
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -28,7 +28,7 @@ from .wire import PING, request_header
 if TYPE_CHECKING:
     from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
-__all__ = ["drive", "drive_claimed", "frames", "send_plain"]
+__all__ = ["FrameIterator", "drive", "drive_claimed", "frames", "send_plain"]
 
 logger = logging.getLogger("asgi_stream")
 
@@ -351,7 +351,7 @@ class _Detached:
             await self.done.wait()
 
 
-async def frames(producer: Producer, where: str = "Stream.value") -> AsyncIterator[bytes]:
+async def frames(producer: Producer, where: str = "Stream.value") -> AsyncGenerator[bytes, None]:
     """The stream's encoded frames, one per item, for a framework's own streaming response:
     the producer runs in a task of its own, this generator only takes frames from the queue.
     Failures before the first item propagate to the consumer; a consumer that stops early
@@ -393,3 +393,28 @@ async def frames(producer: Producer, where: str = "Stream.value") -> AsyncIterat
             if producer_task is not None:
                 await producer_task.stop()
             await producer.finish()
+
+
+class FrameIterator:
+    """``Stream.value``: :func:`frames`, and closing it before its first frame ends the
+    stream too (a generator never started would skip its ``finally``)."""
+
+    def __init__(self, producer: Producer) -> None:
+        self._producer = producer
+        self._frames = frames(producer)
+        self._started = False
+
+    def __aiter__(self) -> FrameIterator:
+        return self
+
+    async def __anext__(self) -> bytes:
+        self._started = True
+        return await anext(self._frames)
+
+    async def aclose(self) -> None:
+        if not self._started:  # nothing ran: close what the source holds, run on_close
+            self._started = True
+            self._producer.end("disconnect")
+            with anyio.CancelScope(shield=True):
+                await self._producer.finish()
+        await self._frames.aclose()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 import anyio.lowlevel
 
-from .driver import drive, frames
+from .driver import FrameIterator, drive
 from .frames import CloseReason
 from .producer import UNSET, Producer, Unset
 from .request import current_request
@@ -165,7 +165,7 @@ class Stream:
         heartbeats and ends streams on shutdown.
         """
         self.producer.claim()
-        return frames(self.producer)
+        return FrameIterator(self.producer)
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable

@@ -209,3 +209,23 @@ async def test_sends_from_a_thread_racing_the_start_of_the_stream() -> None:
             assert problem is None, f"run {runs}: {problem}"
     finally:
         sys.setswitchinterval(switch)
+
+
+async def test_value_closed_before_its_first_frame_still_ends_the_stream() -> None:
+    closed = anyio.Event()
+
+    async def source() -> AsyncIterator[str]:
+        try:
+            yield "never read"
+        finally:
+            closed.set()
+
+    generator = source()
+    await anext(generator)  # started, so that closing it runs its finally
+    stream = Stream(generator)
+    reasons = reasons_of(stream)
+    iterator = stream.value
+    with anyio.fail_after(5):
+        await iterator.aclose()  # type: ignore[attr-defined]
+        await closed.wait()
+    assert reasons == ["disconnect"] and stream.closed
