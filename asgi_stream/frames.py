@@ -22,6 +22,9 @@ CloseReason = Literal["complete", "disconnect", "slow-client", "shutdown", "erro
 DROPPING: Final = frozenset({"disconnect", "slow-client"})
 # Producers pause when this many bytes wait (or half of max_buffer, if smaller).
 LOW_WATER: Final = 65_536
+# Makes "not bound yet, so just append" atomic with respect to ``bind`` (one for all queues:
+# it is taken once per stream and by sends from other threads before the stream starts).
+_BINDING = threading.Lock()
 
 
 def call_soon_threadsafe() -> Callable[..., object]:
@@ -41,7 +44,6 @@ class FrameQueue:
     __slots__ = (
         "frames",
         "limit",
-        "lock",
         "loop_thread",
         "low_water",
         "on_end",
@@ -68,11 +70,9 @@ class FrameQueue:
         # Writes what is queued now from the producer's task while the writer is parked
         # (asyncio only; see ``sources.pump``).
         self.write_now: Callable[[], Awaitable[None]] | None = None
-        # The event loop's thread, and how other threads reach it (``bind``); the lock makes
-        # "not bound yet, so just append" atomic with respect to ``bind``.
+        # The event loop's thread, and how other threads reach it (``bind``).
         self.loop_thread: int | None = None
         self.schedule: Callable[..., object] | None = None
-        self.lock = threading.Lock()
 
     def set_limit(self, limit: int) -> None:
         self.limit = limit
@@ -81,7 +81,7 @@ class FrameQueue:
     def bind(self) -> None:
         """Called on the event loop that consumes the queue: from now on, pushes and closes
         from other threads are handed to that loop (``push_threadsafe``)."""
-        with self.lock:
+        with _BINDING:
             self.loop_thread = threading.get_ident()
             self.schedule = call_soon_threadsafe()
 
@@ -93,7 +93,7 @@ class FrameQueue:
         """``push`` from anywhere: before ``bind`` nobody waits, so the frame is appended
         under the lock; after, from another thread, it is handed to the loop and dropped
         there if the stream ended meanwhile. ``False`` if the stream is closed."""
-        with self.lock:
+        with _BINDING:
             if self.schedule is None:
                 if self.reason is not None:
                     return False
@@ -106,7 +106,7 @@ class FrameQueue:
 
     def end_threadsafe(self, reason: CloseReason) -> None:
         """``end`` from anywhere (see ``push_threadsafe``)."""
-        with self.lock:
+        with _BINDING:
             if self.schedule is None:
                 self.end(reason)
                 return
