@@ -162,9 +162,6 @@ async def _start(
     if producer.queue.reason == "shutdown":
         await _answer(send, 503, "Service Unavailable: the server is shutting down\n")
         return False
-    if head:  # headers only: nothing is produced or written
-        producer.queue.take()
-        producer.end("complete")
     try:
         await send(
             {
@@ -181,6 +178,9 @@ async def _start(
         logger.exception("sending the response start failed (%s)", where)
         producer.end("error")
         return False
+    if head:  # headers only, now written: nothing is produced, nothing more is written
+        producer.queue.take()
+        producer.end("complete")
     return True
 
 

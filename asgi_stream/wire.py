@@ -51,7 +51,19 @@ _CONTENT_TYPES: dict[str, bytes] = {
     "text": b"text/plain; charset=utf-8",
 }
 # Hop-by-hop headers are the server's business; on HTTP/2 they are a protocol error.
-_FORBIDDEN_HEADERS = frozenset({b"connection", b"transfer-encoding"})
+# Connection-specific fields (RFC 9110 7.6.1; RFC 9113 8.2.2 makes each a protocol error on
+# HTTP/2, which tears the whole connection down), and a length a stream cannot have.
+_FORBIDDEN_HEADERS = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+    }
+)
 _LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
 _RAW = (bytes, bytearray, memoryview)
 
@@ -362,6 +374,8 @@ def normalize_headers(headers: HeadersInput) -> list[tuple[bytes, bytes]]:
             ) from None
         raw_name = _header_part("name", name, name).lower()
         raw_value = _header_part("value", value, name)
+        if raw_name == b"content-length":
+            raise ValueError("header 'content-length' cannot be set: a stream has no length")
         if raw_name in _FORBIDDEN_HEADERS:
             raise ValueError(f"header {raw_name.decode()!r} is hop-by-hop; the server sets it")
         result.append((raw_name, raw_value))
@@ -389,6 +403,8 @@ def _header_part(what: str, part: object, name: object) -> bytes:
         raise ValueError(f"header name {part!r} is not an HTTP token (RFC 9110)")
     if what == "value" and _CONTROL.search(raw):
         raise ValueError(f"header {name!r}: the value has a control character: {part!r}")
+    if what == "value" and raw != raw.strip(b" \t"):  # RFC 9110 5.5; h11 refuses to send it
+        raise ValueError(f"header {name!r}: the value has leading or trailing whitespace")
     return raw
 
 

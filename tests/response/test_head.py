@@ -19,7 +19,7 @@ import anyio
 import httpx
 import pytest
 
-from asgi_stream import Stream
+from asgi_stream import Stream, StreamMiddleware
 from tests.conftest import serve
 from tests.helpers import TIMEOUT, FakeUpstream, Record, Served, track
 from tests.peer import Peer
@@ -248,3 +248,36 @@ async def test_head_request_gets_headers_and_no_body() -> None:
             assert response.headers["x-custom"] == "yes"
             assert response.content == b""
             assert await closes.wait() == ["complete"]
+
+
+async def test_a_head_cut_off_before_its_headers_were_written_is_not_complete() -> None:
+    """The server never takes the response start (a stuck write); the shutdown's grace runs
+    out: the stream was cut off, as the same GET would be."""
+
+    class Stuck(Peer):
+        stuck = anyio.Event()
+
+        async def send(self, message: Any) -> None:
+            if message["type"] == "http.response.start":
+                self.stuck.set()
+                await anyio.sleep_forever()
+            await super().send(message)
+
+    for method in ("GET", "HEAD"):
+        stream = Stream()
+        reasons: list[str] = []
+        stream.on_close(reasons.append)
+
+        async def app(scope: Any, receive: Any, send: Any, stream: Stream = stream) -> Stream:
+            return stream
+
+        middleware = StreamMiddleware(app)
+        peer = Stuck(method=method)
+        peer.stuck = anyio.Event()
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(middleware, peer.scope, peer.receive, peer.send)
+                await peer.stuck.wait()
+                await middleware.shutdown(grace=100)
+        assert peer.start is None, method
+        assert reasons == ["shutdown"], method

@@ -237,3 +237,23 @@ async def test_bad_headers_name_the_parameter() -> None:
         Stream(headers=5)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"headers must be .* not str"):
         Stream(headers="x-a")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "name", ["te", "keep-alive", "proxy-connection", "upgrade", "content-length", "Content-Length"]
+)
+def test_connection_specific_and_length_headers_are_refused_naming_them(name: str) -> None:
+    """``te`` and the other connection-specific fields are a protocol error on HTTP/2 (RFC 9113
+    8.2.2: the whole connection was torn down), and a stream has no ``content-length``."""
+    with pytest.raises(ValueError, match=name.lower()):
+        Stream(["x"], headers={name: "trailers" if name == "te" else "3"})
+
+
+@pytest.mark.parametrize("value", ["abc ", " abc", "\tabc", "abc\t"])
+def test_a_value_with_leading_or_trailing_whitespace_is_refused_naming_the_header(
+    value: str,
+) -> None:
+    """RFC 9110 5.5: no leading or trailing whitespace; h11 (uvicorn) refuses to send it, and
+    the client got no response at all. Refused, never silently stripped."""
+    with pytest.raises(ValueError, match="x-trace"):
+        Stream(["x"], headers={"x-trace": value})
