@@ -59,8 +59,8 @@ class FrameQueue:
     def __init__(self, limit: int) -> None:
         self.frames: list[bytes] = []
         self.queued = 0  # bytes in ``frames``
-        self.limit = limit
-        self.low_water = min(LOW_WATER, max(1, limit // 2))
+        self.limit = self.low_water = 0
+        self.set_limit(limit)
         self.reason: CloseReason | None = None
         self.writing = False  # the consumer holds a chunk it has not finished writing
         self.wakeup: anyio.Event | None = None  # set when the writer waits for frames
@@ -75,6 +75,7 @@ class FrameQueue:
         self.schedule: Callable[..., object] | None = None
 
     def set_limit(self, limit: int) -> None:
+        """The slow-client bound, in bytes; producers pause at half of it (64 KiB at most)."""
         self.limit = limit
         self.low_water = min(LOW_WATER, max(1, limit // 2))
 
@@ -127,10 +128,6 @@ class FrameQueue:
         except RuntimeError:  # the loop is closed (trio's RunFinishedError is one too)
             return False
         return True
-
-    @property
-    def closed(self) -> bool:
-        return self.reason is not None
 
     def push(self, frame: bytes) -> bool:
         """Queue one frame; ``False`` if the queue overflowed (the client is dropped)."""
