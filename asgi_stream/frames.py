@@ -15,6 +15,8 @@ from typing import Any, Final, Literal
 
 import anyio
 
+from .parking import Parking, Unbound, parking
+
 __all__ = ["DROPPING", "CloseReason", "FrameQueue", "call_soon_threadsafe"]
 
 CloseReason = Literal["complete", "disconnect", "slow-client", "shutdown", "error"]
@@ -47,11 +49,11 @@ class FrameQueue:
         "loop_thread",
         "low_water",
         "on_end",
+        "parking",
         "queued",
         "reason",
         "room",
         "schedule",
-        "wakeup",
         "write_now",
         "writing",
     )
@@ -63,7 +65,8 @@ class FrameQueue:
         self.set_limit(limit)
         self.reason: CloseReason | None = None
         self.writing = False  # the consumer holds a chunk it has not finished writing
-        self.wakeup: anyio.Event | None = None  # set when the writer waits for frames
+        # Where the consumer waits for frames: made for its event loop by ``bind``.
+        self.parking: Parking = Unbound()
         self.room: anyio.Event | None = None  # set when a producer waits for room
         # Told of every close, with its reason (the driver cancels what must stop).
         self.on_end: Callable[[CloseReason], None] | None = None
@@ -82,6 +85,7 @@ class FrameQueue:
     def bind(self) -> None:
         """Called on the event loop that consumes the queue: from now on, pushes and closes
         from other threads are handed to that loop (``push_threadsafe``)."""
+        self.parking = parking()
         with _BINDING:
             self.loop_thread = threading.get_ident()
             self.schedule = call_soon_threadsafe()
@@ -136,9 +140,8 @@ class FrameQueue:
         if self.writing and self.queued > self.limit:
             self.end("slow-client")
             return False
-        if self.wakeup is not None:
-            self.wakeup.set()
-            self.wakeup = None
+        if self.parking.waiting:
+            self.parking.wake()
         return True
 
     def take_frames(self) -> list[bytes]:
@@ -154,21 +157,43 @@ class FrameQueue:
 
     def take(self) -> bytes:
         """Everything queued, as one chunk (coalescing the frames that already wait)."""
-        frames = self.take_frames()
+        frames = self.frames
+        if not frames:
+            return b""
+        self.frames = []
+        self.queued = 0
+        if self.room is not None:
+            self.room.set()
+            self.room = None
         return frames[0] if len(frames) == 1 else b"".join(frames)
 
     async def wait(self) -> None:
         """Return once frames are queued or the stream is closed."""
         if not self.frames and self.reason is None:
-            self.wakeup = anyio.Event()
-            await self.wakeup.wait()
+            await self.parking.wait()
 
     async def next_chunk(self) -> bytes:
         """The next chunk to write; ``b""`` once the stream is closed and flushed."""
         if not self.frames and self.reason is None:
-            self.wakeup = anyio.Event()
-            await self.wakeup.wait()
+            await self.parking.wait()
         return self.take()
+
+    def consumer_idle(self) -> bool:
+        """Whether the consumer waits for frames with nothing in hand."""
+        return self.parking.waiting
+
+    def hold_consumer(self) -> None:
+        """The consumer waits and the producer writes in its place: until
+        ``release_consumer``, nothing wakes it (still one write at a time)."""
+        self.parking.hold()
+
+    def release_consumer(self) -> None:
+        """After ``hold_consumer``: wake the consumer if frames came or the stream closed
+        meanwhile, else let the next push wake it."""
+        if self.frames or self.reason is not None:
+            self.parking.wake()
+        else:
+            self.parking.release()
 
     def full(self) -> bool:
         """Whether producers should wait (``until_room``) before queueing more."""
@@ -208,10 +233,11 @@ class FrameQueue:
         if reason in DROPPING:
             self.frames = []
             self.queued = 0
-        for event in (self.wakeup, self.room):
-            if event is not None:
-                event.set()
-        self.wakeup = self.room = None
+        if self.parking.waiting:
+            self.parking.wake()
+        if self.room is not None:
+            self.room.set()
+            self.room = None
         if self.on_end is not None:
             self.on_end(reason)
         return True

@@ -16,7 +16,8 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+import types
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
 from typing import Any, Final, Literal
 
 import anyio
@@ -41,9 +42,6 @@ Put = Callable[[Any], object]
 # A producer that never suspends yields to the loop at least this often (seconds), so a
 # CPU-bound source neither starves other streams nor delays its own first bytes.
 TIME_SLICE: Final = 0.005
-# An async source that took this long (seconds) for an item while the writer was idle is
-# sparse: its producer writes the item itself (``FrameQueue.write_now``).
-SPARSE: Final = 0.001
 _SINGLE_ITEM = (str, bytes, bytearray, memoryview, Mapping, ServerSentEvent)
 
 
@@ -99,28 +97,36 @@ async def _pause(queue: FrameQueue) -> float:
     return time.monotonic() + TIME_SLICE
 
 
-async def _put_and_write(queue: FrameQueue, put: Put, item: Any) -> None:
-    """Queue ``item`` and write it from the producer's task while the writer stays parked:
-    for a sparse source, one task switch less per event. Frames queued during the write, or a
-    close, wake the writer afterwards: still one write at a time."""
-    parked, queue.wakeup = queue.wakeup, None
-    assert parked is not None and queue.write_now is not None
-    try:
-        put(item)
-        await queue.write_now()
-    finally:
-        if queue.frames or queue.reason is not None:
-            parked.set()
-        else:
-            queue.wakeup = parked
+@types.coroutine
+def _rest(step: Any, signal: object) -> Generator[Any, Any, Any]:
+    """Await the rest of an awaitable whose first step ``pump`` ran itself (and saw it
+    suspend): what the event loop sends or throws goes on to it, until it returns."""
+    while True:
+        try:
+            sent = yield signal
+        except BaseException as exc:  # cancellation included: the source handles it
+            try:
+                signal = step.throw(exc)
+            except StopIteration as done:
+                return done.value
+            continue
+        if sent is None:  # asyncio resumes with None: plain delegation from here on
+            return (yield from step)
+        try:
+            signal = step.send(sent)
+        except StopIteration as done:
+            return done.value
 
 
 async def pump(iterator: Iterator[Any] | AsyncIterator[Any], queue: FrameQueue, put: Put) -> None:
     """The one item loop: ``put`` every item of ``iterator`` while the stream is open, pulling
     the next only when the queue has room, and yielding to the loop at least every
-    ``TIME_SLICE``. Raises what the iterator raises."""
+    ``TIME_SLICE``. Raises what the iterator raises.
+
+    Items are batched while the source is faster than the writer. An item that the source
+    awaited for (it suspended, so the event loop ran) while the writer waits idle is written
+    at once from this task, where the queue's consumer allows it (``write_now``)."""
     deadline = time.monotonic() + TIME_SLICE
-    seen: anyio.Event | None = None  # the writer's wake-up event when we last saw it
     if queue.full():
         deadline = await _pause(queue)
     # Native loops, no awaited helper per item: this is the per-event hot path. Room is
@@ -130,36 +136,54 @@ async def pump(iterator: Iterator[Any] | AsyncIterator[Any], queue: FrameQueue, 
         return
     if isinstance(iterator, Iterator):
         for item in iterator:
-            if queue.wakeup is not None and queue.wakeup is not seen:
-                seen = queue.wakeup  # the writer parked anew: the loop ran meanwhile
-                deadline = time.monotonic() + TIME_SLICE
             put(item)
             if queue.queued >= low_water or time.monotonic() >= deadline:
                 deadline = await _pause(queue)
             if queue.reason is not None:
                 return
         return
-    asked = time.monotonic()
-    async for item in iterator:
-        parked = queue.wakeup
-        if (
-            parked is not None
-            and queue.write_now is not None
-            and time.monotonic() - asked >= SPARSE
-        ):
-            # The writer waits and so did the source: write from here. No new time slice, as
-            # the loop may not have run (a source that computes for long).
-            await _put_and_write(queue, put, item)
-        else:
-            if parked is not None and parked is not seen:
-                seen = parked  # the writer parked anew: the loop ran meanwhile
-                deadline = time.monotonic() + TIME_SLICE
+    write_now = queue.write_now
+    if write_now is None:  # the consumer writes everything (trio, Stream.value)
+        async for item in iterator:
             put(item)
+            if queue.queued >= low_water or time.monotonic() >= deadline:
+                deadline = await _pause(queue)
+            if queue.reason is not None:
+                return
+        return
+    following = iterator.__anext__
+    parking = queue.parking  # where the writer waits: ``waiting`` while it is idle
+    while True:
+        # Run the first step of the fetch here, to learn whether the source suspends.
+        step = following().__await__()
+        try:
+            signal = step.send(None)
+        except StopIteration as done:
+            put(done.value)  # it did not: batch as usual (this wakes the writer)
+        except StopAsyncIteration:
+            return
+        else:
+            try:
+                item = await _rest(step, signal)
+            except StopAsyncIteration:
+                return
+            if parking.waiting:
+                # The loop ran and the writer waits idle: write the item from here, as a
+                # hand-written loop would, with no wake-up and no task switch. The writer
+                # stays parked; frames queued meanwhile, or a close, wake it afterwards.
+                parking.hold()
+                try:
+                    put(item)
+                    await write_now()
+                finally:
+                    queue.release_consumer()
+            else:
+                put(item)
+            deadline = time.monotonic() + TIME_SLICE  # the loop ran meanwhile
         if queue.queued >= low_water or time.monotonic() >= deadline:
             deadline = await _pause(queue)
         if queue.reason is not None:
             return
-        asked = time.monotonic()
 
 
 async def _first(iterator: Iterator[Any] | AsyncIterator[Any]) -> list[Any]:

@@ -127,19 +127,28 @@ _JSON = json.JSONEncoder(
 )
 
 
-# CPython's C encoder (None elsewhere), called the way JSONEncoder.iterencode calls it for
-# _JSON, without the two Python frames and the closure that iterencode builds per call.
+# CPython's C encoder (None elsewhere), built once and called the way JSONEncoder.iterencode
+# calls it for _JSON, without the two Python frames, the closure and the encoder object that
+# iterencode makes per call. It keeps no cycle-check state (``markers`` is None), so threads
+# can share it; a cycle ends in RecursionError, and _JSON then raises the precise error.
 _c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+_COMPACT: Any = (
+    None
+    if _c_make_encoder is None
+    else _c_make_encoder(
+        None, _json_default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+)
 
 
 def _json_compact(obj: Any) -> str:
     """``_JSON.encode(obj)`` for a dict or list: the same output and the same errors."""
-    if _c_make_encoder is None:
+    if _COMPACT is None:
         return _JSON.encode(obj)
-    encode = _c_make_encoder(
-        {}, _json_default, json.encoder.encode_basestring, None, ":", ",", False, False, False
-    )
-    return "".join(encode(obj, 0))
+    try:
+        return "".join(_COMPACT(obj, 0))
+    except RecursionError:  # a cycle, or nesting too deep: say which
+        return _JSON.encode(obj)
 
 
 def json_dumps(obj: Any) -> str:

@@ -1,5 +1,6 @@
-"""Sparse sources: the producer writes its own events while the writer is parked (on asyncio;
-on trio, where a server may shield writes, the writer does), in order; a ping and a close
+"""Sources that await per item: the producer writes its own events while the writer is parked
+(on asyncio; on trio, where a server may shield writes, the writer does), in order, however
+short the wait; a source that never suspends is still batched by the writer; a ping and a close
 during such a write still reach the writer; a failed write is a disconnect, another error an
 error; a stuck write on trio does not hold up ``on_close``. In process (tests/peer.py)."""
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.anyio
 
 
 class Sparse:
-    """Six items, one every few ms (longer than stream._SPARSE): a source that waits."""
+    """Six items, one every few ms: a source that waits."""
 
     def __init__(self) -> None:
         self.producer: list[int] = []  # the task that ran it
@@ -52,6 +53,42 @@ async def test_a_sparse_source_is_written_in_order_by_its_own_task(anyio_backend
     # not on trio, where a server may shield writes (see the next test)
     producer_writes = [sender in source.producer for sender in peer.senders[1:6]]
     assert producer_writes == [anyio_backend == "asyncio"] * 5
+
+
+async def test_a_source_awaiting_a_mere_checkpoint_per_item_is_written_by_its_own_task(
+    anyio_backend: str,
+) -> None:
+    """No time passes on the clock between items (an LLM's tokens, rows from a driver): each
+    still goes out as its own write, from the producer, with no wake-up of the writer."""
+    producer: list[int] = []
+
+    async def items() -> AsyncIterator[int]:
+        producer.append(anyio.get_current_task().id)
+        for n in range(50):
+            await anyio.lowlevel.checkpoint()
+            yield n
+
+    stream, peer = Stream(items()), Peer()
+    with anyio.fail_after(5):
+        await stream(peer.scope, peer.receive, peer.send)
+    assert peer.body == b"".join(b"data: %d\n\n" % n for n in range(50))
+    by_producer = sum(sender in producer for sender in peer.senders)
+    if anyio_backend == "asyncio":
+        assert by_producer >= 45, peer.senders  # the first few may race the writer's start
+    else:
+        assert by_producer == 0
+
+
+async def test_a_source_that_never_suspends_is_batched_by_the_writer() -> None:
+    async def items() -> AsyncIterator[int]:
+        for n in range(500):
+            yield n
+
+    stream, peer = Stream(items()), Peer()
+    with anyio.fail_after(5):
+        await stream(peer.scope, peer.receive, peer.send)
+    assert peer.body == b"".join(b"data: %d\n\n" % n for n in range(500))
+    assert len(peer.bodies) <= 4  # the first item, the rest in a batch, the final body
 
 
 class BrokenPeer(Peer):

@@ -16,7 +16,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "asgi_stream"
 # Lowest first; a module may import only the modules before it. The numbers are SPEC's layers.
 ORDER = [
     "wire",  # 1 wire format: pure functions, bytes out
-    "frames",  # 2 producer side: the bounded frame queue,
+    "parking",  # 2 producer side: the consumer's reusable wake-up,
+    "frames",  #   the bounded frame queue,
     "lifecycle",  #   the end of a stream (close reason, on_close, closing what is owned),
     "sources",  #   one adapter per kind of source and the one item loop,
     "threads",  #   blocking sources in a thread of their own,
