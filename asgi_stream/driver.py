@@ -253,9 +253,13 @@ class _Writer:
 
     async def run(self) -> None:
         """Write queued frames until the stream is closed, then the final empty body."""
-        queue, send = self.queue, self.send
+        queue, send, parking = self.queue, self.send, self.queue.parking
         try:
-            while not self.broken and (chunk := await queue.next_chunk()):
+            while not self.broken:
+                if not queue.frames and queue.reason is None:
+                    await parking.wait()  # woken by a push or a close
+                if not (chunk := queue.take()):
+                    break  # closed, and everything was written
                 queue.writing = True
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 queue.writing = False

@@ -172,24 +172,10 @@ class FrameQueue:
         if not self.frames and self.reason is None:
             await self.parking.wait()
 
-    async def next_chunk(self) -> bytes:
-        """The next chunk to write; ``b""`` once the stream is closed and flushed."""
-        if not self.frames and self.reason is None:
-            await self.parking.wait()
-        return self.take()
-
-    def consumer_idle(self) -> bool:
-        """Whether the consumer waits for frames with nothing in hand."""
-        return self.parking.waiting
-
-    def hold_consumer(self) -> None:
-        """The consumer waits and the producer writes in its place: until
-        ``release_consumer``, nothing wakes it (still one write at a time)."""
-        self.parking.hold()
-
     def release_consumer(self) -> None:
-        """After ``hold_consumer``: wake the consumer if frames came or the stream closed
-        meanwhile, else let the next push wake it."""
+        """After the producer wrote in the parked consumer's place (``Parking.hold``): wake
+        the consumer if frames came or the stream closed meanwhile, else let the next push
+        wake it."""
         if self.frames or self.reason is not None:
             self.parking.wake()
         else:
