@@ -88,28 +88,49 @@ async def drive_claimed(
         # trio worker shields it): the writer lives in the outer group, so that when the
         # inner one ends (completion, disconnect, slow client, shutdown) the cleanup and
         # on_close run at once, and only then does the driver wait out a stuck write.
-        # Two tasks per stream, not four: the calling task waits for the disconnect and keeps
-        # the heartbeat as a timeout on that wait (an open stream's memory is mostly tasks).
+        # As few tasks as a hand-written loop where it can (an open stream's memory is mostly
+        # tasks): the calling task waits for the disconnect and keeps the heartbeat as a
+        # timeout on that wait; on asyncio the writer task is started only when a write
+        # cannot be made by the task that has the frame (``_Writer.write_now``).
         writer = _Writer(producer, send, where)
         async with anyio.create_task_group() as writing:
             async with anyio.create_task_group() as tg:
-                preparing = anyio.CancelScope()
+                # Cancels a source still preparing its first item (automatic modes only).
+                preparing = None if producer.starts_at_once else anyio.CancelScope()
 
                 def ended(reason: CloseReason) -> None:
                     if reason == "slow-client":
                         tg.cancel_scope.cancel()  # the writer may be stuck in send()
-                    elif reason == "shutdown":
+                    elif reason == "shutdown" and preparing is not None:
                         preparing.cancel()  # not started yet: answer 503 at once
 
                 async def write() -> None:
                     await writer.run()
                     tg.cancel_scope.cancel()
 
-                async def run() -> None:
-                    """Start the response, then the writer, then the producer."""
-                    if await _start(producer, send, where, head=head, preparing=preparing):
-                        writer.arm()
+                def start_writer() -> None:
+                    if writer.retired:
+                        return
+                    if asyncio.current_task() is None:  # a send from another thread, run as
+                        # a loop callback: anyio spawns only from a task, so from a short one
+                        asyncio.get_running_loop().create_task(from_a_task())
+                    else:
                         writing.start_soon(write)
+
+                async def from_a_task() -> None:
+                    start_writer()
+
+                async def run() -> None:
+                    """Start the response, then the producer; the writer when needed."""
+                    nonlocal preparing
+                    if await _start(producer, send, where, head=head, preparing=preparing):
+                        preparing = None  # prepared: its memory is not kept for the stream
+                        writer.arm()
+                        if queue.write_now is None:
+                            writing.start_soon(write)
+                        else:  # the first frames, from here: a writer only if need be
+                            queue.parking.on_demand(start_writer)
+                            await writer.write_now()
                         if not head:
                             await producer.run(where)
                         return  # the writer ends the group once everything is written
@@ -126,11 +147,13 @@ async def drive_claimed(
                     logger.warning("receive() failed (%s)", where, exc_info=True)
                 producer.end("disconnect")
                 tg.cancel_scope.cancel()
+            writer.retired = True  # from now on, nothing starts it
             writing.cancel_scope.cancel()
             with anyio.CancelScope(shield=True):
                 await producer.finish()
     finally:
         queue.on_end = queue.write_now = producer.canceller = None
+        queue.parking.on_demand(None)
         with anyio.CancelScope(shield=True):
             await producer.finish()  # idempotent: covers an exception or outer cancellation
 
@@ -141,11 +164,11 @@ async def _start(
     where: str,
     *,
     head: bool,
-    preparing: anyio.CancelScope,
+    preparing: anyio.CancelScope | None,
 ) -> bool:
     """Prepare the source and send the response start; ``False`` if the stream is over.
     A HEAD request gets the head alone: the source is never run, nor even resolved."""
-    if not head and not producer.starts_at_once:
+    if not head and preparing is not None:
         try:
             with preparing:
                 await producer.prepare()
@@ -226,6 +249,7 @@ class _Writer:
         "pinged",
         "producer",
         "queue",
+        "retired",
         "send",
         "timer",
         "where",
@@ -237,6 +261,7 @@ class _Writer:
         self.send = send
         self.where = where
         self.broken = False  # a write failed: the response cannot be ended cleanly
+        self.retired = False  # the stream is over: the writer task is not started any more
         self.clock = _clock()
         self.interval: float | None = None
         self.last_write = self.pinged = -math.inf
@@ -269,19 +294,27 @@ class _Writer:
         except Exception as exc:
             self._failed(exc)
 
-    async def write_now(self) -> None:
-        """Write what is queued from the calling task (the producer's) while the writer is
-        parked (``sources.pump``)."""
+    async def write_now(self, put: Callable[[Any], object] | None = None, item: Any = None) -> None:
+        """Queue ``item`` with ``put`` (if given) and write what is queued from the calling
+        task, in the place of the idle writer, as a hand-written loop would: no wake-up, no
+        task switch. The writer stays parked (or unstarted); frames queued meanwhile, or a
+        close, wake it afterwards: still one write at a time. Asyncio only (``drive``)."""
         queue = self.queue
-        if self.broken or not (chunk := queue.take()):
-            return
+        queue.parking.hold()
         try:
-            queue.writing = True
-            await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
-            queue.writing = False
-            self.last_write = self.clock()
-        except Exception as exc:
-            self._failed(exc)
+            if put is not None:
+                put(item)  # what it raises is the producer's failure, not the write's
+            if self.broken or not (chunk := queue.take()):
+                return
+            try:
+                queue.writing = True
+                await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+                queue.writing = False
+                self.last_write = self.clock()
+            except Exception as exc:
+                self._failed(exc)
+        finally:
+            queue.release_consumer()
 
     # -- the heartbeat -----------------------------------------------------------------
 
@@ -297,12 +330,15 @@ class _Writer:
             return math.inf
         return max(self.last_write, self.pinged) + self.interval
 
-    def expired(self) -> None:
+    async def expired(self) -> None:
         now = self.clock()
         if now >= self.deadline():  # else a write came meanwhile: the next deadline is later
             queue = self.queue
             if queue.reason is None and not queue.frames:
-                queue.push(PING)
+                if queue.write_now is not None and queue.parking.waiting:
+                    await self.write_now(queue.push, PING)  # the writer is idle (or unstarted)
+                else:
+                    queue.push(PING)
             self.pinged = now  # queued, or the writer is stuck: look again in one interval
 
 
@@ -313,7 +349,7 @@ async def _until_disconnect(receive: ASGIReceiveCallable, writer: _Writer) -> No
             if (await receive())["type"] == "http.disconnect":
                 return
             continue
-        writer.expired()  # only its own deadline ends the scope without leaving the loop
+        await writer.expired()  # only its own deadline ends the scope without leaving the loop
 
 
 class _Detached:

@@ -72,7 +72,7 @@ class FrameQueue:
         self.on_end: Callable[[CloseReason], None] | None = None
         # Writes what is queued now from the producer's task while the writer is parked
         # (asyncio only; see ``sources.pump``).
-        self.write_now: Callable[[], Awaitable[None]] | None = None
+        self.write_now: Callable[[Callable[[Any], object], Any], Awaitable[None]] | None = None
         # The event loop's thread, and how other threads reach it (``bind``).
         self.loop_thread: int | None = None
         self.schedule: Callable[..., object] | None = None

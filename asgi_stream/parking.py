@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from typing import Any, Protocol
 
 __all__ = ["Parking", "Unbound", "parking"]
@@ -20,12 +21,14 @@ __all__ = ["Parking", "Unbound", "parking"]
 class Parking(Protocol):
     """One task at a time waits in ``wait``; ``wake`` lets it go on (or does nothing).
 
-    ``waiting`` is true while a task is parked and wants waking. ``hold`` keeps the parked
-    task parked without it (someone else does its work meanwhile) until ``release``; ``wake``
-    still wakes it.
+    ``waiting`` is true while a task is parked and wants waking, or while none was started
+    yet and ``start`` would start it (the first ``wake`` calls ``start``: a task that is
+    only made when needed). ``hold`` keeps it parked (or unstarted) without it (someone
+    else does its work meanwhile) until ``release``; ``wake`` still wakes it.
     """
 
     waiting: bool
+    start: Callable[[], object] | None
 
     async def wait(self) -> None: ...
 
@@ -35,12 +38,16 @@ class Parking(Protocol):
 
     def release(self) -> None: ...
 
+    def on_demand(self, start: Callable[[], object] | None) -> None:
+        """No task waits yet: the first ``wake`` calls ``start`` (``None``: not any more)."""
+
 
 class Unbound:
     """Nobody can be parked yet (the queue has no consumer's loop): waking does nothing."""
 
     __slots__ = ()
     waiting = False
+    start: Callable[[], object] | None = None
 
     async def wait(self) -> None:
         raise RuntimeError("nothing waits on a queue before it is bound to its event loop")
@@ -54,14 +61,18 @@ class Unbound:
     def release(self) -> None:
         return None
 
+    def on_demand(self, start: Callable[[], object] | None) -> None:
+        return None
+
 
 class _AsyncioParking:
-    __slots__ = ("_future", "_loop", "waiting")
+    __slots__ = ("_future", "_loop", "start", "waiting")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._future: asyncio.Future[None] | None = None
         self.waiting = False
+        self.start: Callable[[], object] | None = None
 
     async def wait(self) -> None:
         self._future = future = self._loop.create_future()
@@ -79,21 +90,30 @@ class _AsyncioParking:
             self.waiting = False
             if not future.done():
                 future.set_result(None)
+        elif self.start is not None:
+            start, self.start = self.start, None
+            self.waiting = False
+            start()
 
     def hold(self) -> None:
         self.waiting = False
 
     def release(self) -> None:
-        self.waiting = self._future is not None
+        self.waiting = self._future is not None or self.start is not None
+
+    def on_demand(self, start: Callable[[], object] | None) -> None:
+        self.start = start
+        self.release()
 
 
 class _TrioParking:
-    __slots__ = ("_lowlevel", "_task", "waiting")
+    __slots__ = ("_lowlevel", "_task", "start", "waiting")
 
     def __init__(self, trio: Any) -> None:
         self._lowlevel = trio.lowlevel
         self._task: object = None
         self.waiting = False
+        self.start: Callable[[], object] | None = None
 
     async def wait(self) -> None:
         lowlevel = self._lowlevel
@@ -112,12 +132,20 @@ class _TrioParking:
             self._task = None
             self.waiting = False
             self._lowlevel.reschedule(task)
+        elif self.start is not None:
+            start, self.start = self.start, None
+            self.waiting = False
+            start()
 
     def hold(self) -> None:
         self.waiting = False
 
     def release(self) -> None:
-        self.waiting = self._task is not None
+        self.waiting = self._task is not None or self.start is not None
+
+    def on_demand(self, start: Callable[[], object] | None) -> None:
+        self.start = start
+        self.release()
 
 
 def parking() -> Parking:

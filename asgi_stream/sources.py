@@ -167,16 +167,8 @@ async def pump(iterator: Iterator[Any] | AsyncIterator[Any], queue: FrameQueue, 
                 item = await _rest(step, signal)
             except StopAsyncIteration:
                 return
-            if parking.waiting:
-                # The loop ran and the writer waits idle: write the item from here, as a
-                # hand-written loop would, with no wake-up and no task switch. The writer
-                # stays parked; frames queued meanwhile, or a close, wake it afterwards.
-                parking.hold()
-                try:
-                    put(item)
-                    await write_now()
-                finally:
-                    queue.release_consumer()
+            if parking.waiting:  # the loop ran and the writer is idle: write it from here
+                await write_now(put, item)
             else:
                 put(item)
             deadline = time.monotonic() + TIME_SLICE  # the loop ran meanwhile

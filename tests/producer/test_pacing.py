@@ -109,9 +109,14 @@ async def test_items_that_encode_to_nothing_still_yield_to_the_loop() -> None:
     assert ran - before >= 10, f"other tasks ran {ran - before} times in 100 ms"
 
 
-async def test_an_open_stream_costs_two_tasks_besides_the_callers() -> None:
-    """Memory per open stream is mostly tasks: the caller watches for the disconnect, the
-    writer queues the heartbeat, so only a producer and a writer are spawned."""
+async def test_an_open_stream_costs_as_many_tasks_as_a_hand_written_loop(
+    anyio_backend: str,
+) -> None:
+    """Memory per open stream is mostly tasks. A hand-written loop has two: the caller runs
+    the source and sends, one more watches for the disconnect. On asyncio a stream has as
+    many: the caller watches for the disconnect and writes the heartbeat itself, the
+    producer writes what its source gives while no writer is needed, so only the producer
+    is spawned. On trio, where the writer does every write, a writer too."""
 
     async def idle() -> AsyncIterator[str]:
         yield "first"
@@ -122,6 +127,27 @@ async def test_an_open_stream_costs_two_tasks_besides_the_callers() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(stream, peer.scope, peer.receive, peer.send)
         await peer.wait_for(lambda: peer.body.count(b": ping\n\n") >= 2)
-        assert len(anyio.get_running_tasks()) == before + 1 + 2
+        spawned = 1 if anyio_backend == "asyncio" else 2
+        assert len(anyio.get_running_tasks()) == before + 1 + spawned
         peer.disconnect()
     assert stream.closed and len(anyio.get_running_tasks()) == before
+
+
+async def test_a_value_based_stream_starts_its_writer_at_its_first_send(
+    anyio_backend: str,
+) -> None:
+    """Nothing to write, no writer task (asyncio): a subscriber that waits for news costs the
+    caller's task alone. The first send starts it; every event arrives, in order."""
+    stream, peer = Stream(), Peer()
+    before = len(anyio.get_running_tasks())
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stream, peer.scope, peer.receive, peer.send)
+        await peer.wait_for(lambda: peer.start is not None)
+        idle_tasks = len(anyio.get_running_tasks()) - before
+        assert idle_tasks == (1 if anyio_backend == "asyncio" else 2)
+        for n in range(3):
+            stream.send(n)
+        await peer.wait_for(lambda: peer.body.endswith(b"data: 2\n\n"))
+        assert len(anyio.get_running_tasks()) - before == 2  # the caller and the writer
+        stream.close()
+    assert peer.body == b"data: 0\n\ndata: 1\n\ndata: 2\n\n" and peer.finished
