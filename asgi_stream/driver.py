@@ -93,54 +93,15 @@ async def drive_claimed(
         # timeout on that wait; on asyncio the writer task is started only when a write
         # cannot be made by the task that has the frame (``_Writer.write_now``).
         writer = _Writer(producer, send, where)
+        response = _Response(producer, send, where, writer, head=head)
         async with anyio.create_task_group() as writing:
             async with anyio.create_task_group() as tg:
-                # Cancels a source still preparing its first item (automatic modes only).
-                preparing = None if producer.starts_at_once else anyio.CancelScope()
-
-                def ended(reason: CloseReason) -> None:
-                    if reason == "slow-client":
-                        tg.cancel_scope.cancel()  # the writer may be stuck in send()
-                    elif reason == "shutdown" and preparing is not None:
-                        preparing.cancel()  # not started yet: answer 503 at once
-
-                async def write() -> None:
-                    await writer.run()
-                    tg.cancel_scope.cancel()
-
-                def start_writer() -> None:
-                    if writer.retired:
-                        return
-                    if asyncio.current_task() is None:  # a send from another thread, run as
-                        # a loop callback: anyio spawns only from a task, so from a short one
-                        asyncio.get_running_loop().create_task(from_a_task())
-                    else:
-                        writing.start_soon(write)
-
-                async def from_a_task() -> None:
-                    start_writer()
-
-                async def run() -> None:
-                    """Start the response, then the producer; the writer when needed."""
-                    nonlocal preparing
-                    if await _start(producer, send, where, head=head, preparing=preparing):
-                        preparing = None  # prepared: its memory is not kept for the stream
-                        writer.arm()
-                        if queue.write_now is None:
-                            writing.start_soon(write)
-                        else:  # the first frames, from here: a writer only if need be
-                            queue.parking.on_demand(start_writer)
-                            await writer.write_now()
-                        if not head:
-                            await producer.run(where)
-                        return  # the writer ends the group once everything is written
-                    tg.cancel_scope.cancel()
-
-                queue.on_end = ended
+                response.writing, response.tg = writing, tg
+                queue.on_end = response.ended
                 producer.canceller = tg.cancel_scope.cancel
                 if _on_asyncio():
                     queue.write_now = writer.write_now
-                tg.start_soon(run)
+                tg.start_soon(response.run)
                 try:
                     await _until_disconnect(receive, writer)
                 except Exception:  # a broken receive: the client is as good as gone
@@ -158,53 +119,113 @@ async def drive_claimed(
             await producer.finish()  # idempotent: covers an exception or outer cancellation
 
 
-async def _start(
-    producer: Producer,
-    send: ASGISendCallable,
-    where: str,
-    *,
-    head: bool,
-    preparing: anyio.CancelScope | None,
-) -> bool:
-    """Prepare the source and send the response start; ``False`` if the stream is over.
-    A HEAD request gets the head alone: the source is never run, nor even resolved."""
-    if not head and preparing is not None:
+class _Response:
+    """One response being driven: what its three tasks share (the calling task, which waits
+    for the disconnect, the producer's, and the writer's). Methods, not closures: an open
+    stream keeps this one object instead of a function and its cells per role."""
+
+    __slots__ = ("head", "preparing", "producer", "send", "tg", "where", "writer", "writing")
+
+    def __init__(
+        self, producer: Producer, send: ASGISendCallable, where: str, writer: _Writer, *, head: bool
+    ) -> None:
+        self.producer = producer
+        self.send = send
+        self.where = where
+        self.writer = writer
+        self.head = head
+        # Cancels a source still preparing its first item (automatic modes only).
+        self.preparing = None if producer.starts_at_once else anyio.CancelScope()
+        self.tg: anyio.abc.TaskGroup | None = None  # the producer's group
+        self.writing: anyio.abc.TaskGroup | None = None  # the writer's (see ``drive_claimed``)
+
+    def ended(self, reason: CloseReason) -> None:
+        """The queue's ``on_end``: stop what must stop at once."""
+        if reason == "slow-client":
+            self.cancel()  # the writer may be stuck in send()
+        elif reason == "shutdown" and self.preparing is not None:
+            self.preparing.cancel()  # not started yet: answer 503 at once
+
+    def cancel(self) -> None:
+        assert self.tg is not None
+        self.tg.cancel_scope.cancel()
+
+    async def run(self) -> None:
+        """Start the response, then the producer; the writer when needed."""
+        producer, writer, queue = self.producer, self.writer, self.producer.queue
+        if not await self._start():
+            self.cancel()
+            return
+        self.preparing = None  # prepared: not kept for the life of the stream
+        writer.arm()
+        if queue.write_now is None:
+            self.start_writer()
+        else:  # the first frames, from here: a writer only if need be
+            queue.parking.on_demand(self.start_writer)
+            await writer.write_now()
+        if not self.head:
+            await producer.run(self.where)
+        # the writer ends the group once everything is written
+
+    async def write(self) -> None:
+        await self.writer.run()
+        self.cancel()
+
+    def start_writer(self) -> None:
+        if self.writer.retired:
+            return
+        if _on_asyncio() and asyncio.current_task() is None:
+            # A send from another thread, run as a loop callback: anyio spawns tasks only
+            # from a task, so from a short one.
+            asyncio.get_running_loop().create_task(self._start_writer_from_a_task())
+            return
+        assert self.writing is not None
+        self.writing.start_soon(self.write)
+
+    async def _start_writer_from_a_task(self) -> None:
+        self.start_writer()
+
+    async def _start(self) -> bool:
+        """Prepare the source and send the response start; ``False`` if the stream is over.
+        A HEAD request gets the head alone: the source is never run, nor even resolved."""
+        producer, send, where = self.producer, self.send, self.where
+        if not self.head and self.preparing is not None:
+            try:
+                with self.preparing:
+                    await producer.prepare()
+            except UpstreamError as exc:
+                logger.warning("proxy stream failed (%s): %s", where, exc)
+                producer.end("error")
+                await _answer(send, 502, f"Bad Gateway: {exc}\n")
+                return False
+            except Exception:
+                logger.exception("stream source failed before the first item (%s)", where)
+                producer.end("error")
+                await _answer(send, 500, "Internal Server Error\n")
+                return False
+        if producer.queue.reason == "shutdown":
+            await _answer(send, 503, "Service Unavailable: the server is shutting down\n")
+            return False
         try:
-            with preparing:
-                await producer.prepare()
-        except UpstreamError as exc:
-            logger.warning("proxy stream failed (%s): %s", where, exc)
-            producer.end("error")
-            await _answer(send, 502, f"Bad Gateway: {exc}\n")
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": producer.status,
+                    "headers": producer.response_headers(),
+                    "trailers": False,
+                }
+            )
+        except OSError:
+            producer.end("disconnect")
             return False
         except Exception:
-            logger.exception("stream source failed before the first item (%s)", where)
+            logger.exception("sending the response start failed (%s)", where)
             producer.end("error")
-            await _answer(send, 500, "Internal Server Error\n")
             return False
-    if producer.queue.reason == "shutdown":
-        await _answer(send, 503, "Service Unavailable: the server is shutting down\n")
-        return False
-    try:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": producer.status,
-                "headers": producer.response_headers(),
-                "trailers": False,
-            }
-        )
-    except OSError:
-        producer.end("disconnect")
-        return False
-    except Exception:
-        logger.exception("sending the response start failed (%s)", where)
-        producer.end("error")
-        return False
-    if head:  # headers only, now written: nothing is produced, nothing more is written
-        producer.queue.take()
-        producer.end("complete")
-    return True
+        if self.head:  # headers only, now written: nothing is produced, nothing more is written
+            producer.queue.take()
+            producer.end("complete")
+        return True
 
 
 async def _answer(send: ASGISendCallable, status: int, text: str) -> None:
