@@ -83,23 +83,25 @@ async def drive_claimed(
     queue.bind()
     where = f"{scope.get('method', 'GET')} {scope.get('path', '')}"
     head = scope.get("method") == "HEAD"
+    on_asyncio = _on_asyncio()
+    writer = _Writer(producer, send, where)
+    response = _Response(producer, send, where, writer, head=head)
     try:
-        # Two groups, because a server may not let a blocked write be cancelled (hypercorn's
-        # trio worker shields it): the writer lives in the outer group, so that when the
-        # inner one ends (completion, disconnect, slow client, shutdown) the cleanup and
-        # on_close run at once, and only then does the driver wait out a stuck write.
-        # As few tasks as a hand-written loop where it can (an open stream's memory is mostly
-        # tasks): the calling task waits for the disconnect and keeps the heartbeat as a
-        # timeout on that wait; on asyncio the writer task is started only when a write
-        # cannot be made by the task that has the frame (``_Writer.write_now``).
-        writer = _Writer(producer, send, where)
-        response = _Response(producer, send, where, writer, head=head)
-        async with anyio.create_task_group() as writing:
+        # The writer must outlive the producer's group: a server may not let a blocked write
+        # be cancelled (hypercorn's trio worker shields it), and when the group ends
+        # (completion, disconnect, slow client, shutdown) the cleanup and on_close run at
+        # once; only then does the driver wait out a stuck write. On trio the writer lives in
+        # an outer group; on asyncio, where writes can be cancelled, it is a task of its own,
+        # cancelled and awaited here, started only when a write cannot be made by the task
+        # that has the frame (``_Writer.write_now``). So an open stream has as many tasks as
+        # a hand-written loop: the calling task waits for the disconnect and keeps the
+        # heartbeat as a timeout on that wait, one more task runs the producer.
+        async with _writers_group(on_asyncio) as writing:
             async with anyio.create_task_group() as tg:
                 response.writing, response.tg = writing, tg
                 queue.on_end = response.ended
                 producer.canceller = tg.cancel_scope.cancel
-                if _on_asyncio():
+                if on_asyncio:
                     queue.write_now = writer.write_now
                 tg.start_soon(response.run)
                 try:
@@ -108,15 +110,34 @@ async def drive_claimed(
                     logger.warning("receive() failed (%s)", where, exc_info=True)
                 producer.end("disconnect")
                 tg.cancel_scope.cancel()
-            writer.retired = True  # from now on, nothing starts it
-            writing.cancel_scope.cancel()
+            response.retire_writer()
             with anyio.CancelScope(shield=True):
                 await producer.finish()
+                await response.writer_stopped()  # (trio: the group waits for it)
     finally:
         queue.on_end = queue.write_now = producer.canceller = None
         queue.parking.on_demand(None)
         with anyio.CancelScope(shield=True):
+            response.retire_writer()
             await producer.finish()  # idempotent: covers an exception or outer cancellation
+            await response.writer_stopped()
+
+
+class _NoGroup:
+    """Stands for the writer's task group on asyncio, where it has none."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+_NO_GROUP = _NoGroup()
+
+
+def _writers_group(on_asyncio: bool) -> contextlib.AbstractAsyncContextManager[Any]:
+    return _NO_GROUP if on_asyncio else anyio.create_task_group()
 
 
 class _Response:
@@ -124,7 +145,18 @@ class _Response:
     for the disconnect, the producer's, and the writer's). Methods, not closures: an open
     stream keeps this one object instead of a function and its cells per role."""
 
-    __slots__ = ("head", "preparing", "producer", "send", "tg", "where", "writer", "writing")
+    __slots__ = (
+        "context",
+        "head",
+        "preparing",
+        "producer",
+        "send",
+        "tg",
+        "where",
+        "writer",
+        "writer_task",
+        "writing",
+    )
 
     def __init__(
         self, producer: Producer, send: ASGISendCallable, where: str, writer: _Writer, *, head: bool
@@ -137,7 +169,9 @@ class _Response:
         # Cancels a source still preparing its first item (automatic modes only).
         self.preparing = None if producer.starts_at_once else anyio.CancelScope()
         self.tg: anyio.abc.TaskGroup | None = None  # the producer's group
-        self.writing: anyio.abc.TaskGroup | None = None  # the writer's (see ``drive_claimed``)
+        self.writing: anyio.abc.TaskGroup | None = None  # the writer's, on trio
+        self.writer_task: asyncio.Task[None] | None = None  # the writer, on asyncio
+        self.context = contextvars.copy_context()  # the request's, for the writer
 
     def ended(self, reason: CloseReason) -> None:
         """The queue's ``on_end``: stop what must stop at once."""
@@ -172,18 +206,33 @@ class _Response:
         self.cancel()
 
     def start_writer(self) -> None:
+        """Start the writer task (from any task, or a loop callback: a thread's send)."""
         if self.writer.retired:
             return
-        if _on_asyncio() and asyncio.current_task() is None:
-            # A send from another thread, run as a loop callback: anyio spawns tasks only
-            # from a task, so from a short one.
-            asyncio.get_running_loop().create_task(self._start_writer_from_a_task())
-            return
-        assert self.writing is not None
-        self.writing.start_soon(self.write)
+        if self.writing is not None:
+            self.writing.start_soon(self.write)
+        elif self.writer_task is None:
+            self.writer_task = asyncio.get_running_loop().create_task(
+                self.write(), context=self.context
+            )
 
-    async def _start_writer_from_a_task(self) -> None:
-        self.start_writer()
+    def retire_writer(self) -> None:
+        """The stream is over: the writer is not started any more, and is cancelled."""
+        self.writer.retired = True
+        if self.writing is not None:
+            self.writing.cancel_scope.cancel()
+        elif self.writer_task is not None:
+            self.writer_task.cancel()
+
+    async def writer_stopped(self) -> None:
+        """Once retired: wait for the asyncio writer task to end (cancelled, it ends at its
+        next await; asyncio servers' writes can be cancelled)."""
+        task = self.writer_task
+        if task is not None and not task.done():
+            await asyncio.wait((task,))
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            logger.error("the stream writer failed (%s)", self.where, exc_info=task.exception())
+            self.writer_task = None
 
     async def _start(self) -> bool:
         """Prepare the source and send the response start; ``False`` if the stream is over.
