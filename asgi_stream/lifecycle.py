@@ -59,7 +59,7 @@ class Lifecycle:
             raise RuntimeError("the stream has already ended; on_close() is too late")
         self.callbacks.append(callback)
 
-    async def finish(self, queue: FrameQueue, owned: list[object]) -> None:
+    async def finish(self, queue: FrameQueue, owned: tuple[object, ...]) -> None:
         """Once: close the queue (``"disconnect"`` unless it has a reason), tell the
         listeners, close what is ``owned`` in order, then run the callbacks: each is called in
         order, and the awaitables they return are awaited together, within the bound.

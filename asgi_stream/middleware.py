@@ -62,9 +62,9 @@ class _Request:
     def __init__(self, middleware: StreamMiddleware, scope: Scope) -> None:
         self.middleware = middleware
         self.scope = scope
-        self.token = secrets.token_hex(16).encode()
+        self.token = b""  # made at hand-over: most requests never need one
         self.stream: Producer | None = None
-        self.stand_in: list[tuple[bytes, bytes]] = []
+        self.stand_in: list[tuple[bytes, bytes]] | tuple[()] = ()
         self.captured: list[tuple[bytes, bytes]] | None = None
         self.status: int | None = None
 
@@ -81,6 +81,7 @@ class _Request:
         if self.stream is not None and self.stream is not producer:
             raise RuntimeError("this request has already handed over another Stream")
         self.stream = producer
+        self.token = self.token or secrets.token_hex(16).encode()
         self.stand_in = [*producer.response_headers(), (_MARKER, self.token)]
         return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in self.stand_in]
 

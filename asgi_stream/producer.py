@@ -129,8 +129,9 @@ class Producer:
         here can still become an error response. Raises what the source raises."""
         source = self.source
         await source.prepare()
-        if source.first:  # encoded now: an item that cannot be encoded is a failure too
-            (self.put_raw if source.proxy else self.put)(source.first.pop())
+        first, source.first = source.first, ()
+        if first:  # encoded now: an item that cannot be encoded is a failure too
+            (self.put_raw if source.proxy else self.put)(first[0])
 
     async def run(self, where: str) -> None:
         """Run the source until it ends; a failure ends the stream with ``"error"``."""
@@ -147,7 +148,7 @@ class Producer:
 
     async def finish(self) -> None:
         """Once, shielded by the caller: close what the source holds, run ``on_close``."""
-        owned, self.source.owned = self.source.owned, []
+        owned, self.source.owned = self.source.owned, ()
         await self.lifecycle.finish(self.queue, owned)
 
     # -- the response head ---------------------------------------------------------------
@@ -158,7 +159,7 @@ class Producer:
         return self.source.starts_at_once
 
     def content_type(self) -> bytes:
-        for name, value in self.headers + self.source.upstream_headers:
+        for name, value in (*self.headers, *self.source.upstream_headers):
             if name == b"content-type":
                 return value
         return content_type(self.format)

@@ -178,19 +178,19 @@ async def pump(iterator: Iterator[Any] | AsyncIterator[Any], queue: FrameQueue, 
             return
 
 
-async def _first(iterator: Iterator[Any] | AsyncIterator[Any]) -> list[Any]:
-    """The next item as a one-element list, or ``[]`` at the end."""
+async def _first(iterator: Iterator[Any] | AsyncIterator[Any]) -> tuple[Any, ...]:
+    """The next item as a one-element tuple, or ``()`` at the end."""
     if isinstance(iterator, Iterator):
         for item in iterator:
-            return [item]
-        return []
+            return (item,)
+        return ()
     try:
-        return [await anext(iterator)]
+        return (await anext(iterator),)
     except StopAsyncIteration:
-        return []
+        return ()
 
 
-def _upstream_headers(response: Any) -> list[tuple[bytes, bytes]]:
+def _upstream_headers(response: Any) -> tuple[tuple[bytes, bytes], ...]:
     """The upstream headers a proxy keeps: its content type (and encoding: bytes are raw)."""
     found: dict[str, str] = {}
     headers = getattr(response, "headers", None) or {}
@@ -200,7 +200,7 @@ def _upstream_headers(response: Any) -> list[tuple[bytes, bytes]]:
     kept = [(b"content-type", found.get("content-type", "text/event-stream").encode("latin-1"))]
     if "content-encoding" in found:
         kept.append((b"content-encoding", found["content-encoding"].encode("latin-1")))
-    return kept
+    return tuple(kept)
 
 
 class Source:
@@ -214,10 +214,10 @@ class Source:
 
     def __init__(self, source: Any) -> None:
         self.source = source
-        self.owned: list[object] = [source]
-        self.upstream_headers: list[tuple[bytes, bytes]] = []
+        self.owned: tuple[object, ...] = (source,)
+        self.upstream_headers: tuple[tuple[bytes, bytes], ...] = ()
         self.iterator: Iterator[Any] | AsyncIterator[Any] | None = None
-        self.first: list[Any] = []  # the first item, fetched by prepare, put by the producer
+        self.first: tuple[Any, ...] = ()  # the first item: fetched by prepare, put by the producer
 
     async def prepare(self) -> None:
         """Resolve the source and fetch its first item (automatic modes)."""
@@ -235,7 +235,7 @@ class CallbackSource(Source):
 
     def __init__(self, source: Any) -> None:
         super().__init__(source)
-        self.owned = []
+        self.owned = ()
 
     async def run(self, queue: FrameQueue, put: Put, owner: object) -> None:
         result = self.source(owner)
@@ -255,7 +255,7 @@ class IterableSource(Source):
         if is_single_item(source):
             source = [source]
         self.iterator = aiter(source) if hasattr(source, "__aiter__") else iter(source)
-        self.owned = [self.iterator] if self.iterator is source else [self.iterator, source]
+        self.owned = (self.iterator,) if self.iterator is source else (self.iterator, source)
         self.first = await _first(self.iterator)
 
 
@@ -269,7 +269,7 @@ class ProxySource(Source):
             raise UpstreamError(status, str(getattr(response, "reason_phrase", "")))
         self.upstream_headers = _upstream_headers(response)
         self.iterator = response.aiter_raw()
-        self.owned = [self.iterator, response]  # close the iterator, then the response
+        self.owned = (self.iterator, response)  # close the iterator, then the response
         self.first = await _first(self.iterator)
 
 
@@ -282,7 +282,7 @@ class AwaitableSource(Source):
 
     async def prepare(self) -> None:
         value = await self.source
-        self.owned = [value]  # what was awaited is gone; what it gave is ours now
+        self.owned = (value,)  # what was awaited is gone; what it gave is ours now
         if _is_proxy(value):
             resolved: Source = ProxySource(value)
         else:
