@@ -87,44 +87,52 @@ async def drive_claimed(
     writer = _Writer(producer, send, where)
     response = _Response(producer, send, where, writer, head=head)
     try:
-        # The writer must outlive the producer's group: a server may not let a blocked write
-        # be cancelled (hypercorn's trio worker shields it), and when the group ends
+        # Three roles: the calling task waits for the disconnect (and keeps the heartbeat as
+        # a timeout on that wait), a producer task runs the source, a writer task writes.
+        # The writer must outlive the producer: a server may not let a blocked write be
+        # cancelled (hypercorn's trio worker shields it), and once the producer is stopped
         # (completion, disconnect, slow client, shutdown) the cleanup and on_close run at
-        # once; only then does the driver wait out a stuck write. On trio the writer lives in
-        # an outer group; on asyncio, where writes can be cancelled, it is a task of its own,
-        # cancelled and awaited here, started only when a write cannot be made by the task
-        # that has the frame (``_Writer.write_now``). So an open stream has as many tasks as
-        # a hand-written loop: the calling task waits for the disconnect and keeps the
-        # heartbeat as a timeout on that wait, one more task runs the producer.
-        async with _writers_group(on_asyncio) as writing:
-            async with anyio.create_task_group() as tg:
+        # once; only then does the driver wait out a stuck write.
+        # On trio they are tasks of two nested groups. On asyncio they are plain tasks owned
+        # by the response, cancelled through anyio cancel scopes and awaited here: an anyio
+        # task and its group cost five times a plain task, and an open stream's memory is
+        # mostly tasks. There the writer starts only when a write cannot be made by the task
+        # that has the frame (``_Writer.write_now``), so that an open stream has as many
+        # tasks as a hand-written loop.
+        async with _group_on_trio(on_asyncio) as writing:
+            async with _group_on_trio(on_asyncio) as tg:
                 response.writing, response.tg = writing, tg
                 queue.on_end = response.ended
-                producer.canceller = tg.cancel_scope.cancel
+                producer.canceller = response.cancel
                 if on_asyncio:
                     queue.write_now = writer.write_now
-                tg.start_soon(response.run)
-                try:
-                    await _until_disconnect(receive, writer)
-                except Exception:  # a broken receive: the client is as good as gone
-                    logger.warning("receive() failed (%s)", where, exc_info=True)
-                producer.end("disconnect")
-                tg.cancel_scope.cancel()
+                with response.host:
+                    response.start_producer()
+                    try:
+                        await _until_disconnect(receive, writer)
+                    except Exception:  # a broken receive: the client is as good as gone
+                        logger.warning("receive() failed (%s)", where, exc_info=True)
+                    producer.end("disconnect")
+                response.cancel()
+            with anyio.CancelScope(shield=True):
+                await response.producer_stopped()  # (trio: its group has waited)
             response.retire_writer()
             with anyio.CancelScope(shield=True):
                 await producer.finish()
-                await response.writer_stopped()  # (trio: the group waits for it)
+                await response.writer_stopped()  # (trio: its group waits)
     finally:
         queue.on_end = queue.write_now = producer.canceller = None
         queue.parking.on_demand(None)
         with anyio.CancelScope(shield=True):
+            response.cancel()
+            await response.producer_stopped()
             response.retire_writer()
             await producer.finish()  # idempotent: covers an exception or outer cancellation
             await response.writer_stopped()
 
 
 class _NoGroup:
-    """Stands for the writer's task group on asyncio, where it has none."""
+    """Stands for a task group on asyncio, where the driver's tasks are its own."""
 
     async def __aenter__(self) -> None:
         return None
@@ -136,20 +144,23 @@ class _NoGroup:
 _NO_GROUP = _NoGroup()
 
 
-def _writers_group(on_asyncio: bool) -> contextlib.AbstractAsyncContextManager[Any]:
+def _group_on_trio(on_asyncio: bool) -> contextlib.AbstractAsyncContextManager[Any]:
     return _NO_GROUP if on_asyncio else anyio.create_task_group()
 
 
 class _Response:
     """One response being driven: what its three tasks share (the calling task, which waits
-    for the disconnect, the producer's, and the writer's). Methods, not closures: an open
-    stream keeps this one object instead of a function and its cells per role."""
+    for the disconnect, the producer's and the writer's; see ``drive_claimed``). Methods,
+    not closures: an open stream keeps this one object, not a function and cells per role."""
 
     __slots__ = (
         "context",
         "head",
+        "host",
         "preparing",
         "producer",
+        "producer_scope",
+        "producer_task",
         "send",
         "tg",
         "where",
@@ -168,10 +179,13 @@ class _Response:
         self.head = head
         # Cancels a source still preparing its first item (automatic modes only).
         self.preparing = None if producer.starts_at_once else anyio.CancelScope()
-        self.tg: anyio.abc.TaskGroup | None = None  # the producer's group
-        self.writing: anyio.abc.TaskGroup | None = None  # the writer's, on trio
-        self.writer_task: asyncio.Task[None] | None = None  # the writer, on asyncio
-        self.context = contextvars.copy_context()  # the request's, for the writer
+        self.host = anyio.CancelScope()  # the calling task's wait for the disconnect
+        self.tg: anyio.abc.TaskGroup | None = None  # trio: the producer's group
+        self.writing: anyio.abc.TaskGroup | None = None  # trio: the writer's group
+        self.producer_scope: anyio.CancelScope | None = None  # asyncio: the producer's
+        self.producer_task: asyncio.Task[None] | None = None  # asyncio: the producer
+        self.writer_task: asyncio.Task[None] | None = None  # asyncio: the writer
+        self.context: contextvars.Context | None = None  # asyncio: the request's
 
     def ended(self, reason: CloseReason) -> None:
         """The queue's ``on_end``: stop what must stop at once."""
@@ -181,8 +195,39 @@ class _Response:
             self.preparing.cancel()  # not started yet: answer 503 at once
 
     def cancel(self) -> None:
-        assert self.tg is not None
-        self.tg.cancel_scope.cancel()
+        """Stop the producer and the wait for the disconnect (not the writer: see
+        ``retire_writer``)."""
+        self.host.cancel()
+        if self.tg is not None:
+            self.tg.cancel_scope.cancel()
+        if self.producer_scope is not None:
+            self.producer_scope.cancel()
+
+    # -- the producer task -------------------------------------------------------------
+
+    def start_producer(self) -> None:
+        if self.tg is not None:
+            self.tg.start_soon(self.run)
+            return
+        self.context = contextvars.copy_context()
+        self.producer_scope = anyio.CancelScope()
+        self.producer_task = asyncio.get_running_loop().create_task(
+            self._run_in_scope(), context=self.context
+        )
+
+    async def _run_in_scope(self) -> None:
+        assert self.producer_scope is not None
+        with self.producer_scope:
+            await self.run()
+        # Done (a value-based stream's at once): nothing left to wait for or to cancel,
+        # and a finished task is not kept for the life of the stream.
+        self.producer_task = self.producer_scope = None
+
+    async def producer_stopped(self) -> None:
+        """Once cancelled: wait for the asyncio producer task to end."""
+        task, self.producer_task = self.producer_task, None
+        if task is not None:
+            await _ended(task, self.where)
 
     async def run(self) -> None:
         """Start the response, then the producer; the writer when needed."""
@@ -199,7 +244,9 @@ class _Response:
             await writer.write_now()
         if not self.head:
             await producer.run(self.where)
-        # the writer ends the group once everything is written
+        # the writer ends the response once everything is written
+
+    # -- the writer task ---------------------------------------------------------------
 
     async def write(self) -> None:
         await self.writer.run()
@@ -227,12 +274,9 @@ class _Response:
     async def writer_stopped(self) -> None:
         """Once retired: wait for the asyncio writer task to end (cancelled, it ends at its
         next await; asyncio servers' writes can be cancelled)."""
-        task = self.writer_task
-        if task is not None and not task.done():
-            await asyncio.wait((task,))
-        if task is not None and not task.cancelled() and task.exception() is not None:
-            logger.error("the stream writer failed (%s)", self.where, exc_info=task.exception())
-            self.writer_task = None
+        task, self.writer_task = self.writer_task, None
+        if task is not None:
+            await _ended(task, self.where)
 
     async def _start(self) -> bool:
         """Prepare the source and send the response start; ``False`` if the stream is over.
@@ -275,6 +319,14 @@ class _Response:
             producer.queue.take()
             producer.end("complete")
         return True
+
+
+async def _ended(task: asyncio.Task[None], where: str) -> None:
+    """Wait for one of the driver's own asyncio tasks to end; log what it raised."""
+    if not task.done():
+        await asyncio.wait((task,))
+    if not task.cancelled() and (failure := task.exception()) is not None:
+        logger.error("a stream task failed (%s)", where, exc_info=failure)
 
 
 async def _answer(send: ASGISendCallable, status: int, text: str) -> None:
