@@ -350,8 +350,10 @@ def memory(target: dict[str, Any], path: str, streams: int, settle: float) -> di
 
 
 def first_event(
-    target: dict[str, Any], requests: int, concurrency: int, path: str
+    target: dict[str, Any], requests: int, concurrency: int, path: str, warm: int = 0
 ) -> dict[str, float]:
+    if warm:
+        first_event(target, warm, concurrency, path)
     host, port = split_url(target["url"])
     times: list[float] = []
 
@@ -413,7 +415,13 @@ def run_job(job: dict[str, Any]) -> None:
                 result.update(memory(target, params["path"], params["streams"], params["settle"]))
             elif scenario == "first_event":
                 result.update(
-                    first_event(target, params["requests"], params["concurrency"], params["path"])
+                    first_event(
+                        target,
+                        params["requests"],
+                        params["concurrency"],
+                        params["path"],
+                        params.get("warm", 0),
+                    )
                 )
             else:
                 raise ValueError(f"unknown scenario {scenario!r}")
