@@ -147,6 +147,7 @@ class GCTimer:
         self.total = 0.0
         self.longest = 0.0
         self.collections = 0
+        self.full_collections = 0  # generation 2
         self.since = time.perf_counter()
 
     def callback(self, phase: str, info: dict[str, int]) -> None:
@@ -157,6 +158,7 @@ class GCTimer:
             self.total += pause
             self.longest = max(self.longest, pause)
             self.collections += 1
+            self.full_collections += info.get("generation") == 2
             self.started = 0.0
 
     def report(self) -> dict[str, float]:
@@ -164,6 +166,7 @@ class GCTimer:
             "gc_s": self.total,
             "gc_max_pause_s": self.longest,
             "gc_collections": self.collections,
+            "gc_full_collections": self.full_collections,
             "wall_s": time.perf_counter() - self.since,
         }
 

@@ -533,8 +533,14 @@ def bench_e2e(args: argparse.Namespace) -> list[Group]:
                                 "nofile": need,
                                 "tag": f"r{r}",
                             }
+                            t0 = time.monotonic()
                             results, errors = run_client(
                                 job, per_target * len(targets) + 60, script
+                            )
+                            print(
+                                f"    {kind} {scenario}: {time.monotonic() - t0:.1f} s",
+                                file=sys.stderr,
+                                flush=True,
                             )
                             by_name = {res["implementation"]: res for res in results}
                             for n in order:
