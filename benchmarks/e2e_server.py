@@ -33,6 +33,7 @@ Fan-out (value-based streams, the same payloads for every implementation):
     /control/gc               time spent in the garbage collector since the last
                               /control/gc?reset=1, and the longest single pause
     /control/objects          ``len(gc.get_objects())`` after ``gc.collect()``
+    /control/collect          ``gc.collect()``: how many unreachable objects it found
 """
 
 from __future__ import annotations
@@ -390,6 +391,8 @@ def router(stream_app: Callable[..., Awaitable[None]]) -> App:
             if params.get("reset"):
                 gc_timer.reset()
             await plain(send, 200, json.dumps(gc_timer.report()).encode())
+        elif path == "/control/collect":  # objects found unreachable: cyclic garbage
+            await plain(send, 200, json.dumps(gc.collect()).encode())
         elif path == "/control/objects":
             gc.collect()
             await plain(send, 200, json.dumps(len(gc.get_objects())).encode())
