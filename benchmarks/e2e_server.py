@@ -1,7 +1,7 @@
-"""Benchmark 3, server side: one implementation served by hypercorn (asyncio, one worker) on
-127.0.0.1, in its own process.
+"""Benchmark 3, server side: one implementation served by hypercorn (asyncio) or uvicorn
+(uvloop + httptools), one worker, on 127.0.0.1, in its own process.
 
-    python benchmarks/e2e_server.py IMPLEMENTATION
+    python benchmarks/e2e_server.py IMPLEMENTATION [--server hypercorn|uvicorn]
 
 binds a free port, prints ``READY <port> <pid>`` and serves until SIGTERM/SIGINT or until its
 standard input closes (so it never outlives the benchmark that started it), or at most
@@ -14,10 +14,26 @@ how the items become SSE on the wire:
     /ticks?n=N&interval=S&phase=P
                               N events, one every S seconds, each carrying its creation time
                               (``time.monotonic()``, system-wide on Linux) for latency
+    /await?n=N                N events, ``await asyncio.sleep(0)`` before each one (a source
+                              that awaits per item: LLM tokens, database rows)
     /idle                     one event, then nothing until the client leaves (memory)
     /track?id=X               an event every 50 ms until the client leaves; the generator's
                               ``finally`` records when the producer was cleaned up
     /control/cleaned?id=X     that time as JSON (``null`` until it happened)
+
+Fan-out (value-based streams, the same payloads for every implementation):
+
+    /subscribe                a subscriber: one "hello" event at once, then every published
+                              event until the client leaves
+    /control/subscribers      how many subscribers are registered
+    /control/publish?n=E&interval=S
+                              start publishing E events to every subscriber, one every S
+                              seconds (S=0: back to back, ``await asyncio.sleep(0)`` between
+                              them); each carries ``time.monotonic()`` at its creation
+    /control/gc               time spent in the garbage collector since the last
+                              /control/gc?reset=1, and the longest single pause
+    /control/objects          ``len(gc.get_objects())`` after ``gc.collect()``
+    /control/collect          ``gc.collect()``: how many unreachable objects it found
 """
 
 from __future__ import annotations
@@ -25,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -41,7 +58,7 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import make_item, raise_nofile
+from common import ITEM_TEXT, make_item, raise_nofile
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -50,6 +67,8 @@ Wrap = Callable[[dict[str, Any]], Any]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 IMPLEMENTATIONS = ("hand-written loop", "asgi_stream", "sse-starlette")
+SERVERS = ("hypercorn", "uvicorn")
+background: set[asyncio.Task[None]] = set()
 cleaned: dict[str, float] = {}  # /track id -> time.monotonic() of the producer's cleanup
 
 
@@ -75,6 +94,14 @@ async def ticks_source(params: dict[str, str], wrap: Wrap | None) -> AsyncIterat
         yield item if wrap is None else wrap(item)
 
 
+async def await_source(params: dict[str, str], wrap: Wrap | None) -> AsyncIterator[Any]:
+    sleep = asyncio.sleep
+    for i in range(int(params.get("n", "100"))):
+        await sleep(0)
+        item = make_item(i)
+        yield item if wrap is None else wrap(item)
+
+
 async def idle_source(params: dict[str, str], wrap: Wrap | None) -> AsyncIterator[Any]:
     item = make_item(0)
     yield item if wrap is None else wrap(item)
@@ -96,9 +123,68 @@ async def track_source(params: dict[str, str], wrap: Wrap | None) -> AsyncIterat
 SOURCES = {
     "/stream": stream_source,
     "/ticks": ticks_source,
+    "/await": await_source,
     "/idle": idle_source,
     "/track": track_source,
 }
+
+
+# -- fan-out and the garbage collector -----------------------------------------------------
+
+HELLO = {"hello": True}
+subscriber_count: list[Callable[[], int]] = [lambda: 0]
+publish_one: list[Callable[[dict[str, Any]], None]] = [lambda item: None]
+
+
+class GCTimer:
+    """Time spent in the garbage collector, from ``gc.callbacks``."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.reset()
+        gc.callbacks.append(self.callback)
+
+    def reset(self) -> None:
+        self.total = 0.0
+        self.longest = 0.0
+        self.collections = 0
+        self.full_collections = 0  # generation 2
+        self.since = time.perf_counter()
+
+    def callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        elif self.started:
+            pause = time.perf_counter() - self.started
+            self.total += pause
+            self.longest = max(self.longest, pause)
+            self.collections += 1
+            self.full_collections += info.get("generation") == 2
+            self.started = 0.0
+
+    def report(self) -> dict[str, float]:
+        return {
+            "gc_s": self.total,
+            "gc_max_pause_s": self.longest,
+            "gc_collections": self.collections,
+            "gc_full_collections": self.full_collections,
+            "wall_s": time.perf_counter() - self.since,
+        }
+
+
+gc_timer = GCTimer()
+
+
+async def publisher(n: int, interval: float) -> None:
+    """``n`` events to every subscriber, on a fixed schedule (no drift) or back to back."""
+    publish = publish_one[0]
+    start = time.monotonic()
+    for i in range(n):
+        publish({"t": time.monotonic(), "i": i, "msg": ITEM_TEXT})
+        if interval > 0:
+            await asyncio.sleep(max(0.0, start + (i + 1) * interval - time.monotonic()))
+        else:
+            await asyncio.sleep(0)
 
 
 # -- one streaming endpoint per implementation --------------------------------------------
@@ -139,8 +225,56 @@ def hand_written_app() -> Callable[..., Awaitable[None]]:
                 await source.aclose()
             tg.cancel_scope.cancel()
 
+    queues: set[asyncio.Queue[dict[str, Any]]] = set()
+
+    def publish(item: dict[str, Any]) -> None:
+        for queue in queues:
+            queue.put_nowait(item)
+
+    subscriber_count[0] = queues.__len__
+    publish_one[0] = publish
+
+    async def subscribe(scope: Scope, receive: Receive, send: Send) -> None:
+        """One ``asyncio.Queue`` per subscriber; this request's task sends what arrives."""
+        dumps = json.dumps
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        queue.put_nowait(HELLO)
+        queues.add(queue)
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"text/event-stream; charset=utf-8"),
+                        (b"cache-control", b"no-cache"),
+                    ],
+                }
+            )
+            async with anyio.create_task_group() as tg:
+
+                async def watch() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(watch)
+                try:
+                    while True:
+                        item = await queue.get()
+                        body = f"data: {dumps(item)}\n\n".encode()
+                        await send({"type": "http.response.body", "body": body, "more_body": True})
+                except OSError:
+                    pass
+                tg.cancel_scope.cancel()
+        finally:
+            queues.discard(queue)
+
     async def app(path: str, params: dict[str, str], scope: Scope, receive: Receive, send: Send):  # type: ignore[no-untyped-def]
-        await run(SOURCES[path](params, None), scope, receive, send)
+        if path == "/subscribe":
+            await subscribe(scope, receive, send)
+        else:
+            await run(SOURCES[path](params, None), scope, receive, send)
 
     return app
 
@@ -149,8 +283,23 @@ def asgi_stream_app() -> Callable[..., Awaitable[None]]:
     """The way a user serves it: an app that returns a ``Stream``, behind StreamMiddleware."""
     from asgi_stream import Stream, StreamMiddleware
 
+    subscribers: set[Stream] = set()  # README's fan-out pattern
+
+    def publish(item: dict[str, Any]) -> None:
+        for stream in list(subscribers):
+            stream.send(item)
+
+    subscriber_count[0] = subscribers.__len__
+    publish_one[0] = publish
+
     async def inner(scope: Scope, receive: Receive, send: Send) -> Stream:
         path, params = scope["path"], scope["bench.params"]
+        if path == "/subscribe":
+            stream = Stream()
+            subscribers.add(stream)
+            stream.on_close(lambda reason: subscribers.discard(stream))
+            stream.send(HELLO)
+            return stream
         return Stream(SOURCES[path](params, None))
 
     middleware = StreamMiddleware(inner)  # type: ignore[arg-type]
@@ -165,8 +314,31 @@ def asgi_stream_app() -> Callable[..., Awaitable[None]]:
 def sse_starlette_app() -> Callable[..., Awaitable[None]]:
     from sse_starlette import EventSourceResponse, JSONServerSentEvent
 
+    queues: set[asyncio.Queue[dict[str, Any]]] = set()
+
+    def publish(item: dict[str, Any]) -> None:
+        for queue in queues:
+            queue.put_nowait(item)
+
+    subscriber_count[0] = queues.__len__
+    publish_one[0] = publish
+
+    async def subscription(queue: asyncio.Queue[dict[str, Any]]) -> AsyncIterator[Any]:
+        """sse-starlette's broadcasting pattern: a queue per client, drained by a generator."""
+        try:
+            while True:
+                yield JSONServerSentEvent(await queue.get())
+        finally:
+            queues.discard(queue)
+
     async def app(path: str, params: dict[str, str], scope: Scope, receive: Receive, send: Send):  # type: ignore[no-untyped-def]
-        response = EventSourceResponse(SOURCES[path](params, JSONServerSentEvent))
+        if path == "/subscribe":
+            queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+            queue.put_nowait(HELLO)
+            queues.add(queue)
+            response = EventSourceResponse(subscription(queue))
+        else:
+            response = EventSourceResponse(SOURCES[path](params, JSONServerSentEvent))
         await response(scope, receive, send)
 
     return app
@@ -204,8 +376,26 @@ def router(stream_app: Callable[..., Awaitable[None]]) -> App:
             return
         path = scope["path"]
         params = {k: v[-1] for k, v in parse_qs(scope["query_string"].decode()).items()}
-        if path in SOURCES:
+        if path in SOURCES or path == "/subscribe":
             await stream_app(path, params, scope, receive, send)
+        elif path == "/control/subscribers":
+            await plain(send, 200, json.dumps(subscriber_count[0]()).encode())
+        elif path == "/control/publish":
+            task = asyncio.get_running_loop().create_task(
+                publisher(int(params.get("n", "10")), float(params.get("interval", "0")))
+            )
+            background.add(task)
+            task.add_done_callback(background.discard)
+            await plain(send, 200, b'"started"')
+        elif path == "/control/gc":
+            if params.get("reset"):
+                gc_timer.reset()
+            await plain(send, 200, json.dumps(gc_timer.report()).encode())
+        elif path == "/control/collect":  # objects found unreachable: cyclic garbage
+            await plain(send, 200, json.dumps(gc.collect()).encode())
+        elif path == "/control/objects":
+            gc.collect()
+            await plain(send, 200, json.dumps(len(gc.get_objects())).encode())
         elif path == "/control/cleaned":
             await plain(send, 200, json.dumps(cleaned.get(params.get("id", ""))).encode())
         elif path == "/control/ping":
@@ -219,13 +409,11 @@ def router(stream_app: Callable[..., Awaitable[None]]) -> App:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("implementation", choices=IMPLEMENTATIONS)
+    parser.add_argument("--server", choices=SERVERS, default="hypercorn")
     parser.add_argument("--max-seconds", type=float, default=1800)
     parser.add_argument("--nofile", type=int, default=4096, help="open files needed")
     args = parser.parse_args()
     raise_nofile(args.nofile)
-
-    from hypercorn.asyncio import serve
-    from hypercorn.config import Config
 
     app = router(MAKERS[args.implementation]())
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -233,14 +421,8 @@ def main() -> None:
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     listener.bind(("127.0.0.1", 0))
     listener.listen(4096)
-    config = Config()
-    config.bind = [f"fd://{listener.fileno()}"]
-    config.backlog = 4096
-    config.loglevel = "WARNING"
-    config.accesslog = None
-    config.graceful_timeout = 1
 
-    async def serve_until_told() -> None:
+    async def serve_until_told(serve: Callable[[asyncio.Event], Awaitable[None]]) -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
 
@@ -260,9 +442,51 @@ def main() -> None:
 
         threading.Thread(target=watch_stdin, daemon=True).start()
         print(f"READY {listener.getsockname()[1]} {os.getpid()}", flush=True)
-        await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        await serve(stop)
 
-    asyncio.run(serve_until_told())
+    if args.server == "hypercorn":
+        from hypercorn.asyncio import serve as hypercorn_serve
+        from hypercorn.config import Config
+
+        config = Config()
+        config.bind = [f"fd://{listener.fileno()}"]
+        config.backlog = 4096
+        config.loglevel = "WARNING"
+        config.accesslog = None
+        config.graceful_timeout = 1
+
+        async def serve(stop: asyncio.Event) -> None:
+            await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+        asyncio.run(serve_until_told(serve))
+    else:
+        import uvicorn
+        import uvloop
+
+        async def serve(stop: asyncio.Event) -> None:
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    app,
+                    loop="uvloop",
+                    http="httptools",
+                    lifespan="on",
+                    log_level="warning",
+                    access_log=False,
+                    backlog=4096,
+                    timeout_graceful_shutdown=1,
+                )
+            )
+
+            async def exit_when_told() -> None:
+                await stop.wait()
+                server.should_exit = True
+
+            watcher = asyncio.get_running_loop().create_task(exit_when_told())
+            await server.serve(sockets=[listener])
+            watcher.cancel()
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve_until_told(serve))
 
 
 if __name__ == "__main__":

@@ -222,11 +222,20 @@ E2E_IMPLEMENTATIONS = ["hand-written loop", "asgi_stream", "sse-starlette"]
 class Server:
     """One ``e2e_server.py`` process; stopped (and killed if need be) by ``stop``."""
 
-    def __init__(self, implementation: str, nofile: int, log_dir: Path) -> None:
+    def __init__(self, implementation: str, nofile: int, log_dir: Path, kind: str) -> None:
         self.implementation = implementation
-        self.log = open(log_dir / f"server-{implementation.replace(' ', '_')}.log", "w+b")  # noqa: SIM115
+        name = f"server-{kind}-{implementation.replace(' ', '_')}.log"
+        self.log = open(log_dir / name, "w+b")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "e2e_server.py"), implementation, "--nofile", str(nofile)],
+            [
+                sys.executable,
+                str(HERE / "e2e_server.py"),
+                implementation,
+                "--server",
+                kind,
+                "--nofile",
+                str(nofile),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,
@@ -279,11 +288,13 @@ class Server:
 
 
 @contextlib.contextmanager
-def servers(implementations: list[str], nofile: int, log_dir: Path) -> Iterator[dict[str, Server]]:
+def servers(
+    implementations: list[str], nofile: int, log_dir: Path, kind: str
+) -> Iterator[dict[str, Server]]:
     started: dict[str, Server] = {}
     try:
         for name in implementations:
-            started[name] = Server(name, nofile, log_dir)
+            started[name] = Server(name, nofile, log_dir, kind)
         for server in started.values():
             server.wait_ready()
         yield started
@@ -292,9 +303,12 @@ def servers(implementations: list[str], nofile: int, log_dir: Path) -> Iterator[
             server.stop()
 
 
-def run_client(job: dict[str, Any], timeout: float) -> tuple[list[dict[str, Any]], str]:
-    """Run one ``e2e_client.py`` job; its JSON lines, and its stderr (for errors)."""
-    command = [sys.executable, str(HERE / "e2e_client.py"), json.dumps(job)]
+def run_client(
+    job: dict[str, Any], timeout: float, script: str = "e2e_client.py"
+) -> tuple[list[dict[str, Any]], str]:
+    """Run one ``e2e_client.py`` (or ``e2e_sockets.py``) job; its JSON lines, and its stderr
+    (for errors)."""
+    command = [sys.executable, str(HERE / script), json.dumps(job)]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
@@ -304,6 +318,29 @@ def run_client(job: dict[str, Any], timeout: float) -> tuple[list[dict[str, Any]
     return results, (problem + "\n" + done.stderr[-3000:]).strip()
 
 
+def fanout_interval(args: argparse.Namespace, subscribers: int) -> float:
+    """The paced publisher's interval for ``subscribers``: proportional to them, so that the
+    server is busy (a third to a half of a core) without being saturated."""
+    return round(args.fanout_interval_per_1k * subscribers / 1000, 4)
+
+
+def _fanout_params(args: argparse.Namespace, size: int) -> dict[str, Any]:
+    return {
+        "subscribers": size,
+        "variants": [
+            {
+                "name": "paced",
+                "events": args.fanout_events,
+                "interval": fanout_interval(args, size),
+            },
+            {"name": "max", "events": args.fanout_max_events, "interval": 0},
+        ],
+        "settle": args.settle,
+        # the largest size runs first, on a fresh server: value-based idle memory
+        "memory": size == max(args.fanout_sizes),
+    }
+
+
 def bench_e2e(args: argparse.Namespace) -> list[Group]:
     try:
         import sse_starlette  # noqa: F401
@@ -311,7 +348,16 @@ def bench_e2e(args: argparse.Namespace) -> list[Group]:
         names = [n for n in E2E_IMPLEMENTATIONS if n != PEER]
     else:
         names = list(E2E_IMPLEMENTATIONS)
-    need = max(args.latency_clients, args.idle_streams, args.clients) + 256
+    need = (
+        max(
+            args.latency_clients,
+            args.idle_streams,
+            args.clients,
+            args.memory_streams,
+            *args.fanout_sizes,
+        )
+        + 256
+    )
     soft = raise_nofile(need)
     if soft < need:
         raise SystemExit(f"need {need} open files, the hard limit allows {soft}")
@@ -322,9 +368,19 @@ def bench_e2e(args: argparse.Namespace) -> list[Group]:
             ("latency", "3b latency"),
             ("memory", "3c memory"),
             ("cleanup", "3d disconnect"),
+            ("awaiting", "3e awaiting source"),
+            ("fanout", "3f fan-out"),
+            ("fanout_max", "3g fan-out max"),
+            ("fanout_gc", "3h fan-out GC"),
+            ("idle", "3i idle memory"),
+            ("first_event", "3j first event"),
         ]
     }
     g = groups
+    servers_text = " and ".join(
+        {"hypercorn": "hypercorn (asyncio)", "uvicorn": "uvicorn (uvloop, httptools)"}[k]
+        for k in args.servers
+    )
     g["throughput"].notes.append(
         f"{args.clients} concurrent clients x {args.client_events:,} events as fast as possible: "
         "events/s over the client's wall time (one httpx process, which can be the bottleneck) "
@@ -347,70 +403,334 @@ def bench_e2e(args: argparse.Namespace) -> list[Group]:
         f"{args.disconnects} times per round: read 2 events, disconnect, and the server "
         "reports when the generator's finally ran; median ms."
     )
+    g["awaiting"].notes.append(
+        f"{args.await_clients} concurrent clients x {args.await_events:,} events of a source "
+        "that does `await asyncio.sleep(0)` before each item, read as fast as possible by "
+        "bare sockets (one epoll process): events/s over the client's wall time and the "
+        "server's events per CPU-second."
+    )
+    g["fanout"].notes.append(
+        "K value-based subscribers (one first event each, then whatever is published), bare "
+        "sockets in one epoll process; once all are connected the server publishes "
+        f"{args.fanout_events} events, one every {args.fanout_interval_per_1k} s per 1,000 "
+        "subscribers (busy, not saturated), each carrying its creation time: deliveries per "
+        "server CPU-second, and p50/p99 from creation to arrival (the last subscriber of a "
+        "publish waits for all the others)."
+    )
+    g["fanout_max"].notes.append(
+        f"the same subscribers, {args.fanout_max_events} events published back to back "
+        "(`await asyncio.sleep(0)` between publishes): deliveries/s until the last arrived, "
+        "and per server CPU-second."
+    )
+    g["fanout_gc"].notes.append(
+        "time in the server's garbage collector (gc.callbacks start/stop) while publishing, "
+        "as a share of the server's CPU time, and the longest single collection."
+    )
+    g["idle"].notes.append(
+        f"server VmRSS and GC-tracked objects (len(gc.get_objects()) after gc.collect()) "
+        f"before and with {args.memory_streams:,} idle open streams, on a fresh server: "
+        "automatic mode (/idle: an async generator, one event then asleep) and value-based "
+        "(/subscribe of the fan-out, one event then nothing, measured as its subscribers "
+        "connect); per stream. Cyclic garbage once closed: what gc.collect() finds "
+        "unreachable after the streams were closed and the server let go of them (0 when "
+        "reference counting freed everything at once), per stream; each fan-out size ends "
+        "with that collection, so the next starts without the previous one's garbage."
+    )
+    g["first_event"].notes.append(
+        f"{args.ttfe_requests} fresh connections to /idle, {args.ttfe_concurrency} at a time "
+        "(after 20 not counted), bare sockets: from sending the request to receiving the "
+        "first complete event; p50/p99."
+    )
     for group in groups.values():
+        group.notes.append(f"Server: {servers_text}, one worker.")
         group.notes.append("ratios vs the hand-written ASGI loop (baseline) and vs sse-starlette.")
+    client_share: dict[str, float] = {}
     logs = tempfile.TemporaryDirectory(prefix="asgi-stream-bench-logs-")
     log_dir = Path(logs.name)
-    jobs: list[tuple[str, dict[str, Any], float]] = [
-        (
-            "memory",
-            {"streams": args.idle_streams, "warm": 20, "settle": args.settle},
-            60 + args.idle_streams / 20,
-        ),
-        (
-            "throughput",
-            {"clients": args.clients, "events": args.client_events},
-            60 + args.clients * args.client_events / 2000,
-        ),
-        (
-            "latency",
-            {
-                "clients": args.latency_clients,
-                "events": args.latency_events,
-                "interval": args.interval,
-                "settle": args.settle,
-            },
-            60 + args.latency_events * args.interval + args.latency_clients / 20,
-        ),
-        ("cleanup", {"repeats": args.disconnects}, 30 + args.disconnects * 2),
+    # (client script, scenario, params, timeout per server); each batch on fresh servers
+    Job = tuple[str, str, dict[str, Any], float]
+    sizes = sorted(args.fanout_sizes, reverse=True)
+    fanout_jobs: list[Job] = []
+    for size in sizes:
+        params = _fanout_params(args, size)
+        interval = fanout_interval(args, size)
+        deliveries = size * (args.fanout_events + args.fanout_max_events)
+        timeout = 60 + size / 40 + args.fanout_events * interval * 3 + deliveries / 3000
+        fanout_jobs.append(("e2e_sockets.py", "fanout", params, timeout))
+    batches: list[list[Job]] = [
+        [
+            (
+                "e2e_client.py",
+                "memory",
+                {"streams": args.idle_streams, "warm": 20, "settle": args.settle},
+                60 + args.idle_streams / 20,
+            ),
+            (
+                "e2e_client.py",
+                "throughput",
+                {"clients": args.clients, "events": args.client_events},
+                60 + args.clients * args.client_events / 2000,
+            ),
+            (
+                "e2e_client.py",
+                "latency",
+                {
+                    "clients": args.latency_clients,
+                    "events": args.latency_events,
+                    "interval": args.interval,
+                    "settle": args.settle,
+                },
+                60 + args.latency_events * args.interval + args.latency_clients / 20,
+            ),
+            ("e2e_client.py", "cleanup", {"repeats": args.disconnects}, 30 + args.disconnects * 2),
+            (
+                "e2e_sockets.py",
+                "awaiting",
+                {"clients": args.await_clients, "events": args.await_events},
+                60 + args.await_clients * args.await_events / 2000,
+            ),
+            (
+                "e2e_sockets.py",
+                "first_event",
+                {
+                    "requests": args.ttfe_requests,
+                    "concurrency": args.ttfe_concurrency,
+                    "path": "/idle",
+                    "warm": 20,
+                },
+                30 + args.ttfe_requests / 10,
+            ),
+        ],
+        [
+            (
+                "e2e_sockets.py",
+                "memory",
+                {"streams": args.memory_streams, "path": "/idle", "settle": args.settle},
+                60 + args.memory_streams / 40,
+            )
+        ],
+        fanout_jobs,
     ]
+    for kind in args.servers:  # the table lists the fan-out sizes in ascending order
+        for size in sorted(args.fanout_sizes):
+            for n in names:
+                empty: dict[str, Any] = {}
+                record_sockets(groups, "fanout", _fanout_params(args, size), n, empty, kind, args)
     try:
         for r in range(args.e2e_rounds):
             order = rotated(names, r)
-            with servers(order, need, log_dir) as started:
-                for scenario, params, per_target in jobs:
-                    targets = [
-                        {"implementation": n, "url": started[n].url, "pid": started[n].pid}
-                        for n in order
-                    ]
-                    job = {
-                        "scenario": scenario,
-                        "targets": targets,
-                        "params": params,
-                        "timeout": per_target,
-                        "settle": args.settle,
-                        "nofile": need,
-                        "tag": f"r{r}",
-                    }
-                    results, errors = run_client(job, per_target * len(targets) + 60)
-                    by_name = {res["implementation"]: res for res in results}
-                    for n in order:
-                        res = by_name.get(
-                            n, {"error": errors.splitlines()[-1] if errors else "no result"}
-                        )
-                        record_e2e(groups[scenario], scenario, n, res, args)
-                    if not results or (errors and any("error" in res for res in results)):
-                        print(errors, file=sys.stderr)
-                        for n, server in started.items():
-                            print(f"--- server {n} log:\n{server.tail()}", file=sys.stderr)
-            print(f"  e2e round {r + 1}/{args.e2e_rounds} done", file=sys.stderr, flush=True)
+            for kind in args.servers:
+                for batch in batches:
+                    with servers(order, need, log_dir, kind) as started:
+                        for script, scenario, params, per_target in batch:
+                            targets = [
+                                {"implementation": n, "url": started[n].url, "pid": started[n].pid}
+                                for n in order
+                            ]
+                            job = {
+                                "scenario": scenario,
+                                "targets": targets,
+                                "params": params,
+                                "timeout": per_target,
+                                "settle": args.settle,
+                                "nofile": need,
+                                "tag": f"r{r}",
+                            }
+                            t0 = time.monotonic()
+                            results, errors = run_client(
+                                job, per_target * len(targets) + 60, script
+                            )
+                            print(
+                                f"    {kind} {scenario}: {time.monotonic() - t0:.1f} s",
+                                file=sys.stderr,
+                                flush=True,
+                            )
+                            by_name = {res["implementation"]: res for res in results}
+                            for n in order:
+                                res = by_name.get(
+                                    n,
+                                    {"error": errors.splitlines()[-1] if errors else "no result"},
+                                )
+                                if script == "e2e_client.py":
+                                    record_e2e(groups[scenario], scenario, n, res, args, kind)
+                                else:
+                                    record_sockets(groups, scenario, params, n, res, kind, args)
+                                    note_client_share(client_share, scenario, res)
+                            if not results or (errors and any("error" in res for res in results)):
+                                print(errors, file=sys.stderr)
+                                for n, server in started.items():
+                                    print(f"--- server {n} log:\n{server.tail()}", file=sys.stderr)
+                print(
+                    f"  e2e round {r + 1}/{args.e2e_rounds} ({kind}) done",
+                    file=sys.stderr,
+                    flush=True,
+                )
     finally:
         logs.cleanup()
+    for key, share in client_share.items():
+        groups[key].notes.append(
+            f"The client process used at most {share:.0%} of a core while measuring "
+            "(time.process_time over the measured window): it was not the bottleneck."
+            if share < 0.9
+            else f"The client process used up to {share:.0%} of a core while measuring: it "
+            "may have been the bottleneck."
+        )
     return list(groups.values())
 
 
+def note_client_share(shares: dict[str, float], scenario: str, res: dict[str, Any]) -> None:
+    """The largest share of a core the bare-socket client used while measuring."""
+    found: list[tuple[str, float]] = []
+    if scenario == "awaiting" and "client_cpu_share" in res:
+        found.append(("awaiting", res["client_cpu_share"]))
+    if scenario == "fanout":
+        for variant, key in (("paced", "fanout"), ("max", "fanout_max")):
+            if isinstance(res.get(variant), dict):
+                found.append((key, res[variant]["client_cpu_share"]))
+    for key, share in found:
+        shares[key] = max(shares.get(key, 0.0), float(share))
+
+
+def record_sockets(
+    groups: dict[str, Group],
+    scenario: str,
+    params: dict[str, Any],
+    name: str,
+    res: dict[str, Any],
+    kind: str,
+    args: argparse.Namespace,
+) -> None:
+    """Rows of one ``e2e_sockets.py`` result: (group key, case, unit, higher, value path)."""
+    fields: list[tuple[str, str, str, bool, tuple[str, ...]]] = []
+    if scenario == "awaiting":
+        c = params["clients"]
+        fields = [
+            ("awaiting", f"{kind}: {c} clients, client-side", "events/s", True, ("events_per_s",)),
+            (
+                "awaiting",
+                f"{kind}: {c} clients, server CPU",
+                "events/CPU-s",
+                True,
+                ("server_events_per_cpu_s",),
+            ),
+        ]
+    elif scenario == "first_event":
+        fields = [
+            ("first_event", f"{kind}: p50", "ms", False, ("p50_ms",)),
+            ("first_event", f"{kind}: p99", "ms", False, ("p99_ms",)),
+        ]
+    elif scenario == "memory":
+        n = params["streams"]
+        idle = groups["idle"]
+        idle.row(f"{kind}: {n:,} automatic", name, "KiB/stream", False)
+        # the value-based figures come from the fan-out's largest size, on a fresh server
+        largest = max(args.fanout_sizes)
+        idle.row(f"{kind}: {largest:,} value-based", name, "KiB/stream", False)
+        idle.row(f"{kind}: {n:,} automatic, GC objects", name, "objects/stream", False)
+        idle.row(f"{kind}: {largest:,} value-based, GC objects", name, "objects/stream", False)
+        garbage = "cyclic garbage once closed"
+        idle.row(f"{kind}: {n:,} automatic, {garbage}", name, "objects/stream", False)
+        idle.row(f"{kind}: {largest:,} value-based, {garbage}", name, "objects/stream", False)
+        fields = [
+            ("idle", f"{kind}: {n:,} automatic", "KiB/stream", False, ("kib_per_stream",)),
+            (
+                "idle",
+                f"{kind}: {n:,} automatic, GC objects",
+                "objects/stream",
+                False,
+                ("objects_per_stream",),
+            ),
+            (
+                "idle",
+                f"{kind}: {n:,} automatic, {garbage}",
+                "objects/stream",
+                False,
+                ("garbage_per_stream",),
+            ),
+        ]
+    elif scenario == "fanout":
+        k = params["subscribers"]
+        interval = params["variants"][0]["interval"]
+        paced = f"{kind}: {k:,} subs, 1 per {interval:g} s"
+        fields = [
+            (
+                "fanout",
+                f"{paced}, server CPU",
+                "deliveries/CPU-s",
+                True,
+                ("paced", "deliveries_per_cpu_s"),
+            ),
+            ("fanout", f"{paced}, p50", "ms", False, ("paced", "p50_ms")),
+            ("fanout", f"{paced}, p99", "ms", False, ("paced", "p99_ms")),
+            (
+                "fanout_max",
+                f"{kind}: {k:,} subs, back to back",
+                "deliveries/s",
+                True,
+                ("max", "deliveries_per_s"),
+            ),
+            (
+                "fanout_max",
+                f"{kind}: {k:,} subs, back to back, server CPU",
+                "deliveries/CPU-s",
+                True,
+                ("max", "deliveries_per_cpu_s"),
+            ),
+            ("fanout_gc", f"{paced}, GC share", "% of CPU", False, ("paced", "gc_share_pct")),
+            ("fanout_gc", f"{paced}, longest GC", "ms", False, ("paced", "gc_max_pause_ms")),
+            (
+                "fanout_gc",
+                f"{kind}: {k:,} subs, back to back, GC share",
+                "% of CPU",
+                False,
+                ("max", "gc_share_pct"),
+            ),
+            (
+                "fanout_gc",
+                f"{kind}: {k:,} subs, back to back, longest GC",
+                "ms",
+                False,
+                ("max", "gc_max_pause_ms"),
+            ),
+        ]
+        if params.get("memory"):
+            fields += [
+                ("idle", f"{kind}: {k:,} value-based", "KiB/stream", False, ("kib_per_stream",)),
+                (
+                    "idle",
+                    f"{kind}: {k:,} value-based, GC objects",
+                    "objects/stream",
+                    False,
+                    ("objects_per_stream",),
+                ),
+                (
+                    "idle",
+                    f"{kind}: {k:,} value-based, cyclic garbage once closed",
+                    "objects/stream",
+                    False,
+                    ("garbage_per_stream",),
+                ),
+            ]
+    for key, case, unit, higher, path in fields:
+        row = groups[key].row(case, name, unit, higher)
+        if not res:  # only the row, so that the table keeps a stable order
+            continue
+        if "error" in res:
+            row.error = str(res["error"])
+            continue
+        value: Any = res
+        for part in path:
+            value = value[part]
+        row.values.append(float(value))
+
+
 def record_e2e(
-    group: Group, scenario: str, name: str, res: dict[str, Any], args: argparse.Namespace
+    group: Group,
+    scenario: str,
+    name: str,
+    res: dict[str, Any],
+    args: argparse.Namespace,
+    kind: str,
 ) -> None:
     fields: list[tuple[str, str, str, bool]] = {
         "throughput": [
@@ -436,7 +756,7 @@ def record_e2e(
         "cleanup": [("median_ms", "disconnect -> cleanup", "ms", False)],
     }[scenario]
     for key, case, unit, higher in fields:
-        row = group.row(case, name, unit, higher)
+        row = group.row(f"{kind}: {case}", name, unit, higher)
         if "error" in res:
             row.error = str(res["error"])
         elif res.get("timeouts"):
@@ -528,6 +848,28 @@ def target_lines(groups: list[Group]) -> list[str]:
                 goal,
                 lower,
             )
+    for title in (
+        "3e awaiting source",
+        "3f fan-out",
+        "3g fan-out max",
+        "3i idle memory",
+        "3j first event",
+    ):
+        group = by_title.get(title)
+        if group is None:
+            continue
+        for row in [r for r in group.rows.values() if r.implementation == "asgi_stream"]:
+            if row.unit == "events/s" or row.case.endswith("p50"):
+                continue  # the client-side figure, and p50 next to p99
+            check(
+                f"{title[3:]} ({row.case}): asgi_stream vs hand-written loop",
+                group,
+                row.case,
+                "asgi_stream",
+                group.baseline,
+                1.0,
+                lower=not row.higher_is_better,
+            )
     return lines
 
 
@@ -552,11 +894,18 @@ def chart(groups: list[Group], path: Path) -> None:
         ),
         ("3c memory", "Server memory per idle stream (KiB, lower is better)", None),
         ("3d disconnect", "Disconnect to producer cleanup (ms, lower is better)", None),
+        ("3e awaiting source", "Source awaiting per item: server events per CPU-s", "events/CPU-s"),
+        ("3f fan-out", "Fan-out, paced: deliveries per server CPU-s", "deliveries/CPU-s"),
+        ("3f fan-out", "Fan-out, paced: delivery latency (ms, lower is better)", "ms"),
+        ("3g fan-out max", "Fan-out, back to back: deliveries/s", "deliveries/s"),
+        ("3h fan-out GC", "Fan-out: longest GC pause (ms, lower is better)", "ms"),
+        ("3i idle memory", "Idle streams: server KiB per stream (lower is better)", "KiB/stream"),
+        ("3j first event", "Time to first event (ms, lower is better)", None),
     ]
     panels = [p for p in panels if p[0] in by_title]
     cols = min(4, len(panels)) or 1
     rows = math.ceil(len(panels) / cols) or 1
-    fig, axes = plt.subplots(rows, cols, figsize=(5.6 * cols, 5.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.6 * cols, 5.8 * rows), squeeze=False)
     palette = {
         "hand-written loop": "#7f7f7f",
         "asgi_stream": "#1f77b4",
@@ -613,14 +962,21 @@ def chart(groups: list[Group], path: Path) -> None:
                     textcoords="offset points",
                 )
         ax.set_xticks(range(len(cases)))
-        ax.set_xticklabels(cases, fontsize=8)
+        crowded = len(cases) > 3 or max((len(c) for c in cases), default=0) > 30
+        if crowded:  # long case names: slanted, and the legend inside the panel
+            ax.set_xticklabels(cases, fontsize=6.5, rotation=25, ha="right")
+        else:
+            ax.set_xticklabels(cases, fontsize=8)
         ax.set_title(label, fontsize=10)
         ax.tick_params(axis="y", labelsize=8)
         ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(tick))
         ax.margins(y=0.15)
-        ax.legend(
-            fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, frameon=False
-        )
+        if crowded:
+            ax.legend(fontsize=6.5, loc="upper left", frameon=True, framealpha=0.8)
+        else:
+            ax.legend(
+                fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, frameon=False
+            )
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
@@ -628,7 +984,7 @@ def chart(groups: list[Group], path: Path) -> None:
         "asgi_stream vs peers (medians of interleaved rounds; labels: ratio vs baseline)",
         fontsize=11,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -731,7 +1087,7 @@ def report(groups: list[Group], info: dict[str, Any], command: str, out: Path) -
 
 FULL = {
     "rounds": 11,
-    "e2e_rounds": 5,
+    "e2e_rounds": 3,
     "encoder_events": 20_000,
     "items": 20_000,
     "clients": 100,
@@ -742,6 +1098,15 @@ FULL = {
     "idle_streams": 1_000,
     "disconnects": 20,
     "settle": 1.0,
+    "await_clients": 100,
+    "await_events": 1_000,
+    "fanout_sizes": "1000,5000",
+    "fanout_events": 12,
+    "fanout_max_events": 10,
+    "fanout_interval_per_1k": 0.12,
+    "memory_streams": 5_000,
+    "ttfe_requests": 500,
+    "ttfe_concurrency": 10,
 }
 QUICK = {
     "rounds": 2,
@@ -756,6 +1121,15 @@ QUICK = {
     "idle_streams": 10,
     "disconnects": 2,
     "settle": 0.1,
+    "await_clients": 4,
+    "await_events": 50,
+    "fanout_sizes": "20,50",
+    "fanout_events": 3,
+    "fanout_max_events": 3,
+    "fanout_interval_per_1k": 0.12,
+    "memory_streams": 50,
+    "ttfe_requests": 20,
+    "ttfe_concurrency": 4,
 }
 
 
@@ -800,6 +1174,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-trio", action="store_true", help="skip the in-process run on trio")
     parser.add_argument(
+        "--servers",
+        default="hypercorn,uvicorn",
+        help="comma-separated: the servers of the end-to-end benchmarks, hypercorn (asyncio) "
+        "and uvicorn (uvloop, httptools)",
+    )
+    parser.add_argument(
         "--replot",
         type=Path,
         metavar="RESULTS_JSON",
@@ -830,6 +1210,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = args.only - {"encoder", "inprocess", "e2e"}
     if unknown:
         parser.error(f"unknown --only parts: {', '.join(sorted(unknown))}")
+    args.servers = [part.strip() for part in args.servers.split(",") if part.strip()]
+    wrong = set(args.servers) - {"hypercorn", "uvicorn"} or not args.servers
+    if wrong:
+        parser.error(f"--servers: hypercorn and/or uvicorn, not {wrong}")
+    try:
+        args.fanout_sizes = [int(k) for k in str(args.fanout_sizes).split(",") if k.strip()]
+    except ValueError:
+        parser.error("--fanout-sizes: comma-separated numbers of subscribers")
+    if not args.fanout_sizes:
+        parser.error("--fanout-sizes: at least one size")
     if args.out is None:
         args.out = Path(tempfile.mkdtemp(prefix="asgi-stream-bench-")) if args.quick else HERE
     return args

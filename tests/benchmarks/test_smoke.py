@@ -37,7 +37,7 @@ def run_quick(script: str, *args: str, timeout: float) -> tuple[list[str], str]:
 
 
 def test_quick_benchmark_runs_and_prints_the_table(tmp_path: Path) -> None:
-    lines, report = run_quick("run.py", "--out", str(tmp_path), timeout=60)
+    lines, report = run_quick("run.py", "--out", str(tmp_path), timeout=150)
     header = next((line for line in lines if line.startswith("benchmark")), None)
     assert header is not None, report
     for column in ("case", "implementation", "median", "unit", "vs baseline"):
@@ -45,6 +45,17 @@ def test_quick_benchmark_runs_and_prints_the_table(tmp_path: Path) -> None:
     for group in ("1 encoder", "2 in-process", "3a throughput", "3b latency", "3c memory"):
         assert any(line.startswith(group) for line in lines), f"no {group} rows\n{report}"
     assert any(line.startswith("3d disconnect") for line in lines), report
+    for group in (
+        "3e awaiting source",
+        "3f fan-out",
+        "3g fan-out max",
+        "3h fan-out GC",
+        "3i idle memory",
+        "3j first event",
+    ):
+        assert any(line.startswith(group) for line in lines), f"no {group} rows\n{report}"
+    for server in ("hypercorn:", "uvicorn:"):  # every end-to-end scenario under both servers
+        assert any(line.startswith("3") and server in line for line in lines), report
     rows = [line for line in lines if line.startswith(("1 ", "2 ", "3"))]
     assert any("asgi_stream" in row for row in rows), report
     assert any("hand-written loop" in row for row in rows), report
