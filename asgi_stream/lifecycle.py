@@ -70,7 +70,11 @@ class Lifecycle:
         queue.end("disconnect")  # a no-op when it already has a reason
         reason = queue.reason
         assert reason is not None
-        for listener in self.listeners:
+        # Each is called once: let go of them (their closures often refer back to the
+        # stream, a cycle only the garbage collector would break).
+        listeners, callbacks = self.listeners, self.callbacks
+        self.listeners, self.callbacks = [], []
+        for listener in listeners:
             listener()
         for obj in owned:
             with anyio.move_on_after(CLEANUP_TIMEOUT, shield=True) as scope:
@@ -78,7 +82,7 @@ class Lifecycle:
             if scope.cancelled_caught:
                 logger.warning("closing %r took over %s s; left", obj, CLEANUP_TIMEOUT)
         pending: list[tuple[Callable[[CloseReason], object], Awaitable[object]]] = []
-        for callback in self.callbacks:  # called in order; the async ones then run together
+        for callback in callbacks:  # called in order; the async ones then run together
             try:
                 result = callback(reason)
             except Exception:

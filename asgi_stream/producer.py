@@ -149,6 +149,7 @@ class Producer:
     async def finish(self) -> None:
         """Once, shielded by the caller: close what the source holds, run ``on_close``."""
         owned, self.source.owned = self.source.owned, ()
+        self.owner = None  # the Stream, which refers to this producer: no cycle left behind
         await self.lifecycle.finish(self.queue, owned)
 
     # -- the response head ---------------------------------------------------------------
