@@ -189,8 +189,8 @@ class _Response:
 
     def ended(self, reason: CloseReason) -> None:
         """The queue's ``on_end``: stop what must stop at once."""
-        if reason == "slow-client":
-            self.cancel()  # the writer may be stuck in send()
+        if reason in DROPPING:  # a slow client, or one that left (a failed write says so)
+            self.cancel()  # and the writer may be stuck in send()
         elif reason == "shutdown" and self.preparing is not None:
             self.preparing.cancel()  # not started yet: answer 503 at once
 
@@ -254,8 +254,8 @@ class _Response:
 
     def start_writer(self) -> None:
         """Start the writer task (from any task, or a loop callback: a thread's send)."""
-        if self.writer.retired:
-            return
+        if self.writer.retired or self.producer.queue.reason in DROPPING:
+            return  # over, or dropped: nothing will be written
         if self.writing is not None:
             self.writing.start_soon(self.write)
         elif self.writer_task is None:
