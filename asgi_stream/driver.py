@@ -106,13 +106,15 @@ async def drive_claimed(
                 producer.canceller = response.cancel
                 if on_asyncio:
                     queue.write_now = writer.write_now
-                with response.host:
+                response.host = host = anyio.CancelScope()
+                with host:
                     response.start_producer()
                     try:
                         await _until_disconnect(receive, writer)
                     except Exception:  # a broken receive: the client is as good as gone
                         logger.warning("receive() failed (%s)", where, exc_info=True)
                     producer.end("disconnect")
+                response.host = None  # exited: cancelling it would cost anyio a repr(task)
                 response.cancel()
             with anyio.CancelScope(shield=True):
                 await response.producer_stopped()  # (trio: its group has waited)
@@ -179,7 +181,8 @@ class _Response:
         self.head = head
         # Cancels a source still preparing its first item (automatic modes only).
         self.preparing = None if producer.starts_at_once else anyio.CancelScope()
-        self.host = anyio.CancelScope()  # the calling task's wait for the disconnect
+        # The calling task's wait for the disconnect, while it lasts.
+        self.host: anyio.CancelScope | None = None
         self.tg: anyio.abc.TaskGroup | None = None  # trio: the producer's group
         self.writing: anyio.abc.TaskGroup | None = None  # trio: the writer's group
         self.producer_scope: anyio.CancelScope | None = None  # asyncio: the producer's
@@ -197,7 +200,8 @@ class _Response:
     def cancel(self) -> None:
         """Stop the producer and the wait for the disconnect (not the writer: see
         ``retire_writer``)."""
-        self.host.cancel()
+        if self.host is not None:
+            self.host.cancel()
         if self.tg is not None:
             self.tg.cancel_scope.cancel()
         if self.producer_scope is not None:
