@@ -241,9 +241,11 @@ class _Response:
             return
         self.preparing = None  # prepared: not kept for the life of the stream
         writer.arm()
-        if queue.write_now is None:
+        if queue.write_now is None or producer.starts_at_once:
+            # Every write by the writer (trio); or a value-based or callback stream, whose
+            # sends come from other tasks: the writer from the start, not at the first send.
             self.start_writer()
-        else:  # the first frames, from here: a writer only if need be
+        else:  # automatic: the first frames from here, and a writer only if need be
             queue.parking.on_demand(self.start_writer)
             await writer.write_now()
         if not self.head:

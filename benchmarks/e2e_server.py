@@ -389,6 +389,9 @@ def router(stream_app: Callable[..., Awaitable[None]]) -> App:
             await plain(send, 200, b'"started"')
         elif path == "/control/gc":
             if params.get("reset"):
+                if os.environ.get("ASGI_STREAM_BENCH_GC_FREEZE"):  # benchmarks/gc_freeze.py
+                    gc.collect()
+                    gc.freeze()
                 gc_timer.reset()
             await plain(send, 200, json.dumps(gc_timer.report()).encode())
         elif path == "/control/collect":  # objects found unreachable: cyclic garbage

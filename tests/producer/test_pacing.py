@@ -131,23 +131,3 @@ async def test_an_open_stream_costs_as_many_tasks_as_a_hand_written_loop(
         assert len(anyio.get_running_tasks()) == before + 1 + spawned
         peer.disconnect()
     assert stream.closed and len(anyio.get_running_tasks()) == before
-
-
-async def test_a_value_based_stream_starts_its_writer_at_its_first_send(
-    anyio_backend: str,
-) -> None:
-    """Nothing to write, no writer task (asyncio): a subscriber that waits for news costs the
-    caller's task alone. The first send starts it; every event arrives, in order."""
-    stream, peer = Stream(), Peer()
-    before = len(anyio.get_running_tasks())
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(stream, peer.scope, peer.receive, peer.send)
-        await peer.wait_for(lambda: peer.start is not None)
-        idle_tasks = len(anyio.get_running_tasks()) - before
-        assert idle_tasks == (1 if anyio_backend == "asyncio" else 2)
-        for n in range(3):
-            stream.send(n)
-        await peer.wait_for(lambda: peer.body.endswith(b"data: 2\n\n"))
-        assert len(anyio.get_running_tasks()) - before == 2  # the caller and the writer
-        stream.close()
-    assert peer.body == b"data: 0\n\ndata: 1\n\ndata: 2\n\n" and peer.finished
