@@ -31,7 +31,7 @@ from httpx_sse import aconnect_sse
 
 from asgi_stream import Stream, StreamMiddleware
 from tests.conftest import serve, stream_app
-from tests.helpers import TIMEOUT, Record, track
+from tests.helpers import TIMEOUT, Record, record, track
 from tests.peer import Peer
 
 pytestmark = pytest.mark.anyio
@@ -303,3 +303,36 @@ async def test_sends_from_a_thread_arrive_promptly_under_a_real_server(runner: s
                 assert rest == []
     assert producer.errors == []
     assert producer.results == [True] * len(ITEMS)
+
+
+async def test_a_send_from_a_thread_starts_an_automatic_streams_writer(
+    anyio_backend: str,
+) -> None:
+    """An automatic stream has no writer task until one is needed (asyncio): a send from
+    another thread, run on the loop as a callback (no task), starts it; the event arrives
+    after the source's own, then close() from the thread ends the stream."""
+    started = anyio.Event()
+
+    async def one_then_quiet() -> AsyncIterator[str]:
+        yield "first"
+        started.set()
+        await anyio.sleep_forever()
+
+    stream, peer = Stream(one_then_quiet(), ping=None), Peer()
+    reasons = record(stream)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stream, peer.scope, peer.receive, peer.send)
+        with anyio.fail_after(TIMEOUT):
+            await started.wait()
+            await peer.wait_for(lambda: peer.body == b"data: first\n\n")
+
+            def from_thread() -> None:
+                stream.send("from a thread")
+                stream.close()
+
+            thread = threading.Thread(target=from_thread)
+            thread.start()
+            await peer.wait_for(lambda: peer.finished)
+            thread.join()
+    assert peer.body == b"data: first\n\ndata: from a thread\n\n"
+    assert reasons == ["complete"]
