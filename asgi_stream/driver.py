@@ -133,21 +133,9 @@ async def drive_claimed(
             await response.writer_stopped()
 
 
-class _NoGroup:
-    """Stands for a task group on asyncio, where the driver's tasks are its own."""
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        return None
-
-
-_NO_GROUP = _NoGroup()
-
-
 def _group_on_trio(on_asyncio: bool) -> contextlib.AbstractAsyncContextManager[Any]:
-    return _NO_GROUP if on_asyncio else anyio.create_task_group()
+    """A task group on trio; on asyncio, where the driver's tasks are its own, none."""
+    return contextlib.nullcontext() if on_asyncio else anyio.create_task_group()
 
 
 class _Response:

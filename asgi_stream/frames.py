@@ -15,7 +15,7 @@ from typing import Any, Final, Literal
 
 import anyio
 
-from .parking import Parking, Unbound, parking
+from .parking import Parking, parking
 
 __all__ = ["DROPPING", "CloseReason", "FrameQueue", "call_soon_threadsafe"]
 
@@ -66,7 +66,7 @@ class FrameQueue:
         self.reason: CloseReason | None = None
         self.writing = False  # the consumer holds a chunk it has not finished writing
         # Where the consumer waits for frames: made for its event loop by ``bind``.
-        self.parking: Parking = Unbound()
+        self.parking = Parking()
         self.room: anyio.Event | None = None  # set when a producer waits for room
         # Told of every close, with its reason (the driver cancels what must stop).
         self.on_end: Callable[[CloseReason], None] | None = None
