@@ -190,40 +190,51 @@ async def publisher(n: int, interval: float) -> None:
 # -- one streaming endpoint per implementation --------------------------------------------
 
 
+async def respond_by_hand(
+    receive: Receive, send: Send, body: Callable[[], Awaitable[None]]
+) -> None:
+    """The hand-written loop's response: the head, then ``body()`` writes the events while a
+    task watches ``receive``, so that a client that leaves stops it (without it the loop would
+    only notice on its next send)."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"text/event-stream; charset=utf-8"),
+                (b"cache-control", b"no-cache"),
+            ],
+        }
+    )
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        with contextlib.suppress(OSError):
+            await body()
+        tg.cancel_scope.cancel()
+
+
 def hand_written_app() -> Callable[..., Awaitable[None]]:
-    """Encode and send each event; a task watches ``receive`` so that a client that leaves
-    stops the producer (without it the loop would only notice on its next send)."""
+    """Encode and send each event, one ``send`` per event (``respond_by_hand``)."""
 
     async def run(source: Any, scope: Scope, receive: Receive, send: Send) -> None:
         dumps = json.dumps
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"text/event-stream; charset=utf-8"),
-                    (b"cache-control", b"no-cache"),
-                ],
-            }
-        )
-        async with anyio.create_task_group() as tg:
 
-            async def watch() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                tg.cancel_scope.cancel()
+        async def body() -> None:
+            async for item in source:
+                data = f"data: {dumps(item)}\n\n".encode()
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-            tg.start_soon(watch)
-            try:
-                async for item in source:
-                    body = f"data: {dumps(item)}\n\n".encode()
-                    await send({"type": "http.response.body", "body": body, "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-            except OSError:
-                pass
-            finally:
-                await source.aclose()
-            tg.cancel_scope.cancel()
+        try:
+            await respond_by_hand(receive, send, body)
+        finally:
+            await source.aclose()
 
     queues: set[asyncio.Queue[dict[str, Any]]] = set()
 
@@ -239,34 +250,16 @@ def hand_written_app() -> Callable[..., Awaitable[None]]:
         dumps = json.dumps
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         queue.put_nowait(HELLO)
+
+        async def body() -> None:
+            while True:
+                item = await queue.get()
+                data = f"data: {dumps(item)}\n\n".encode()
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+
         queues.add(queue)
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", b"text/event-stream; charset=utf-8"),
-                        (b"cache-control", b"no-cache"),
-                    ],
-                }
-            )
-            async with anyio.create_task_group() as tg:
-
-                async def watch() -> None:
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(watch)
-                try:
-                    while True:
-                        item = await queue.get()
-                        body = f"data: {dumps(item)}\n\n".encode()
-                        await send({"type": "http.response.body", "body": body, "more_body": True})
-                except OSError:
-                    pass
-                tg.cancel_scope.cancel()
+            await respond_by_hand(receive, send, body)
         finally:
             queues.discard(queue)
 

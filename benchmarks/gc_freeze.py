@@ -19,29 +19,15 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from common import median, raise_nofile  # noqa: E402
-from run import FULL, run_client, servers  # noqa: E402
+from run import fanout_params, parse_args, run_client, servers  # noqa: E402
 
 IMPLEMENTATIONS = ["hand-written loop", "asgi_stream"]
 FREEZE = "ASGI_STREAM_BENCH_GC_FREEZE"
-
-
-def fanout_job(subscribers: int, settle: float) -> dict[str, Any]:
-    interval = round(float(FULL["fanout_interval_per_1k"]) * subscribers / 1000, 4)
-    return {
-        "subscribers": subscribers,
-        "variants": [
-            {"name": "paced", "events": FULL["fanout_events"], "interval": interval},
-            {"name": "max", "events": FULL["fanout_max_events"], "interval": 0},
-        ],
-        "settle": settle,
-        "memory": False,
-    }
 
 
 def main() -> int:
@@ -53,7 +39,9 @@ def main() -> int:
     need = args.subscribers + 256
     if raise_nofile(need) < need:
         raise SystemExit(f"need {need} open files")
-    params = fanout_job(args.subscribers, 1.0)
+    # run.py's fan-out job, at its full sizes, for one number of subscribers
+    full = parse_args(["--fanout-sizes", str(args.subscribers), "--settle", "1.0"])
+    params = {**fanout_params(full, args.subscribers), "memory": False}
     timeout = 120 + args.subscribers / 20
     rows: dict[tuple[str, bool, str], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="asgi-stream-gc-") as logs:

@@ -324,7 +324,7 @@ def fanout_interval(args: argparse.Namespace, subscribers: int) -> float:
     return round(args.fanout_interval_per_1k * subscribers / 1000, 4)
 
 
-def _fanout_params(args: argparse.Namespace, size: int) -> dict[str, Any]:
+def fanout_params(args: argparse.Namespace, size: int) -> dict[str, Any]:
     return {
         "subscribers": size,
         "variants": [
@@ -452,7 +452,7 @@ def bench_e2e(args: argparse.Namespace) -> list[Group]:
     sizes = sorted(args.fanout_sizes, reverse=True)
     fanout_jobs: list[Job] = []
     for size in sizes:
-        params = _fanout_params(args, size)
+        params = fanout_params(args, size)
         interval = fanout_interval(args, size)
         deliveries = size * (args.fanout_events + args.fanout_max_events)
         timeout = 60 + size / 40 + args.fanout_events * interval * 3 + deliveries / 3000
@@ -515,7 +515,7 @@ def bench_e2e(args: argparse.Namespace) -> list[Group]:
         for size in sorted(args.fanout_sizes):
             for n in names:
                 empty: dict[str, Any] = {}
-                record_sockets(groups, "fanout", _fanout_params(args, size), n, empty, kind, args)
+                record_sockets(groups, "fanout", fanout_params(args, size), n, empty, kind, args)
     try:
         for r in range(args.e2e_rounds):
             order = rotated(names, r)
