@@ -1,5 +1,6 @@
 """Stream HTTP responses and Server-Sent Events from any ASGI app."""
 
+from .channels import Channel
 from .frames import CloseReason
 from .middleware import StreamMiddleware, hand_over
 from .sources import UpstreamError
@@ -8,6 +9,7 @@ from .threads import iterate_in_thread
 from .wire import ServerSentEvent
 
 __all__ = [
+    "Channel",
     "CloseReason",
     "ServerSentEvent",
     "Stream",

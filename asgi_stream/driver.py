@@ -293,6 +293,14 @@ class _Response:
         if producer.queue.reason == "shutdown":
             await _answer(send, 503, "Service Unavailable: the server is shutting down\n")
             return False
+        if producer.source.no_content:  # the library's own answer; a user's 204 is refused
+            with contextlib.suppress(OSError):
+                await send(
+                    {"type": "http.response.start", "status": 204, "headers": [], "trailers": False}
+                )
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            producer.end("complete")
+            return False
         try:
             await send(
                 {

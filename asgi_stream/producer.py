@@ -128,6 +128,7 @@ class Producer:
         """Resolve the source and queue its first item (automatic modes), so that a failure
         here can still become an error response. Raises what the source raises."""
         source = self.source
+        source.request_last_event_id = self.last_event_id
         await source.prepare()
         first, source.first = source.first, ()
         if first:  # encoded now: an item that cannot be encoded is a failure too

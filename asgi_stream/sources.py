@@ -211,6 +211,11 @@ class Source:
 
     starts_at_once = False  # manual modes open the response before anything is produced
     proxy = False  # upstream bytes: no heartbeat, upstream headers
+    # Set by prepare: nothing will ever be sent (a closed channel topic): the library answers
+    # 204 No Content, which tells an EventSource to stop reconnecting.
+    no_content = False
+    # The request's Last-Event-ID, given by the producer before prepare.
+    request_last_event_id: str | None = None
 
     def __init__(self, source: Any) -> None:
         self.source = source
@@ -309,5 +314,8 @@ _ADAPTERS: dict[Mode, type[Source]] = {
 
 
 def source_for(source: object) -> Source:
-    """The adapter for ``Stream(source)``; ``TypeError`` for what cannot be streamed."""
+    """The adapter for ``Stream(source)``; ``TypeError`` for what cannot be streamed. A
+    ``Source`` already (a channel's subscription, from a layer above) is used as it is."""
+    if isinstance(source, Source):
+        return source
     return _ADAPTERS[classify(source)](source)

@@ -25,6 +25,7 @@ ORDER = [
     "request",  # 3 driver: the request a stream answers,
     "driver",  #   and the one driver
     "stream",  # 4 Stream, the public facade
+    "channels",  # 5 channels: fan-out, history, resume (feed Streams; no ASGI)
     "middleware",  # 6 StreamMiddleware
     "quart",  # 7 integrations: none imports another
     "django",
