@@ -1,25 +1,29 @@
-"""Channels: fan-out of events to every subscriber of a topic, with a bounded history and
-resume by ``Last-Event-ID`` (SPEC "Channels"). Work in progress: the memory backend.
+"""Channels: events to every subscriber of a topic, in every process that shares the store,
+with a bounded history and resume by ``Last-Event-ID`` (SPEC "Channels").
 
 A subscription is a :class:`~asgi_stream.sources.Source` that a ``Stream`` runs like any
-other; the channel pushes each event's frame, encoded once, into every subscriber's queue.
-It feeds Streams and knows nothing of ASGI.
+other. Each event is encoded once per process and the same frame bytes go into every local
+subscriber's queue: the publisher never waits for a subscriber, and a slow one is dropped by
+its own ``max_buffer``. This module knows nothing of ASGI; where the history lives is a store's
+business (``stores``: memory; ``redis_store``: Redis).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import secrets
-from collections import deque
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import anyio
 import anyio.abc
 
 from .frames import FrameQueue
+from .lifecycle import CLEANUP_TIMEOUT, close_quietly
 from .producer import UNSET, Unset
 from .sources import Source, source_for
+from .stores import Entry, MemoryStore, Store, TopicClosed
 from .wire import encode_sse
 
 __all__ = ["Channel", "Subscription"]
@@ -27,6 +31,7 @@ __all__ = ["Channel", "Subscription"]
 logger = logging.getLogger("asgi_stream")
 
 MAX_TOPIC: Final = 256
+_EVENT_NAME = re.compile(r"[^\r\n]+")
 
 
 def _check_topic(topic: object) -> str:
@@ -37,20 +42,10 @@ def _check_topic(topic: object) -> str:
     return topic
 
 
-class _Topic:
-    """One topic of the memory backend: its history, its subscribers, whether it ended."""
-
-    __slots__ = ("closed", "events", "issued", "subscribers")
-
-    def __init__(self, history: int) -> None:
-        self.events: deque[tuple[int, str, bytes]] = deque(maxlen=history)  # (n, id, frame)
-        self.issued = 0  # the number of the newest event
-        self.closed = False
-        self.subscribers: set[Subscription] = set()
-
-
 class Subscription(Source):
-    """``channel.subscribe(topic)``: history after the Last-Event-ID, then every new event."""
+    """``channel.subscribe(topic)``: the history after the Last-Event-ID, then every new
+    event, each once and in id order. Registered for live events before the history is read;
+    what arrives meanwhile is merged by id."""
 
     def __init__(self, channel: Channel, topic: str, last_event_id: str | Unset | None) -> None:
         super().__init__(None)
@@ -59,7 +54,8 @@ class Subscription(Source):
         self.last_event_id = last_event_id
         self.owned = (self,)  # closed at the end: unsubscribes
         self.queue: FrameQueue | None = None  # once running: frames go straight in
-        self.pending: list[bytes] = []  # before that: what is to be sent first, in order
+        self.pending: list[bytes] = []  # before that: the frames to send first, in order
+        self.merging: list[Entry] | None = None  # live entries while the history is read
         self.ended = False  # the topic was closed: end once the pending frames are out
 
     async def prepare(self) -> None:
@@ -68,23 +64,51 @@ class Subscription(Source):
             if isinstance(self.last_event_id, Unset)
             else self.last_event_id
         )
-        self.pending = self.channel.attach(self, given)
+        channel = self.channel
+        self.merging = []
+        channel.attach(self)
+        history = await channel.store.read(self.topic, given)
+        live, self.merging = self.merging, None
+        if not history.resumed:
+            self.pending.append(channel.reset_frame(given, history.earliest))
+        newest = None
+        for entry in history.entries:
+            self.take(entry)
+            newest = entry.id
+        order = channel.store.order
+        for entry in live:  # arrived while the history was read: only what it did not hold
+            if newest is None or order(entry.id) > order(newest):
+                self.take(entry)
         self.no_content = self.ended and not self.pending
 
     async def run(self, queue: FrameQueue, put: Callable[[Any], object], owner: object) -> None:
         self.queue = queue
         pending, self.pending = self.pending, []
         for frame in pending:
-            self.deliver(frame)
+            if queue.reason is None:
+                queue.push(frame)
         if self.ended:
             queue.end("complete")
 
-    def deliver(self, frame: bytes) -> None:
+    def take(self, entry: Entry) -> None:
+        """One new entry of the topic, in order (the channel's fan-out calls it)."""
+        if self.merging is not None:
+            self.merging.append(entry)
+            return
+        frame = entry.frame
+        if frame is None:
+            self.end()
+            return
         queue = self.queue
         if queue is None:
             self.pending.append(frame)
         elif queue.reason is None:
             queue.push(frame)  # False: it fell max_buffer behind and was dropped
+
+    def lost(self, frame: bytes) -> None:
+        """The history this subscriber followed is lost: the reset event, before the rest."""
+        if self.merging is None:
+            self.take(Entry("", frame))
 
     def end(self) -> None:
         self.ended = True
@@ -96,7 +120,8 @@ class Subscription(Source):
 
 
 class Channel:
-    """Events to every subscriber of a topic, with a bounded history (memory backend)."""
+    """Events to every subscriber of a topic: memory (``url=None``, this process) or Redis
+    (``"redis://..."``, every process that uses it). Enter it (``async with``) before use."""
 
     def __init__(
         self,
@@ -108,110 +133,153 @@ class Channel:
         prefix: str = "asgi_stream:",
         reset_event: str = "reset",
     ) -> None:
-        if url is not None:
-            raise NotImplementedError("the Redis backend is not written yet")
-        if not isinstance(history, int) or history < 1:
+        if url is not None and not isinstance(url, str):
+            raise TypeError(f"url must be a str or None, not {type(url).__name__}")
+        if type(history) is not int or history < 1:
             raise ValueError(f"history must be a positive int, not {history!r}")
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+            raise ValueError(f"ttl must be a positive number of milliseconds, not {ttl!r}")
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
+        if not isinstance(reset_event, str) or not _EVENT_NAME.fullmatch(reset_event):
+            raise ValueError(f"reset_event must be a one-line event name, not {reset_event!r}")
+        self.url = url
         self.history = history
         self.ttl = ttl
+        self.prefix = prefix
         self.reset_event = reset_event
-        self._epoch = secrets.token_hex(4)
-        self._topics: dict[str, _Topic] = {}
-        self._tg: anyio.abc.TaskGroup | None = None
+        self.store: Store = self._store()
+        self._subscribers: dict[str, set[Subscription]] = {}
         self._producers: dict[str, anyio.CancelScope] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    def _store(self) -> Store:
+        if self.url is None:
+            return MemoryStore(history=self.history, ttl=self.ttl, on_cancel=self.cancel_here)
+        from .redis_store import RedisStore  # the redis extra: imported only when used
+
+        return RedisStore(
+            self.url,
+            history=self.history,
+            ttl=self.ttl,
+            prefix=self.prefix,
+            on_cancel=self.cancel_here,
+        )
 
     async def __aenter__(self) -> Channel:
-        self._tg = await anyio.create_task_group().__aenter__()
+        if self._tg is not None:
+            raise RuntimeError("this channel is already entered (`async with channel` once)")
+        await self.store.open()  # entered first, left last: scopes nest
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        try:
+            await tg.start(self.store.run, self.fan_out)
+        except BaseException:
+            tg.cancel_scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await tg.__aexit__(None, None, None)
+            await self.store.aclose()
+            raise
+        self._tg = tg
         return self
 
     async def __aexit__(self, *exc_info: Any) -> bool | None:
         tg, self._tg = self._tg, None
         assert tg is not None
         tg.cancel_scope.cancel()
-        return await tg.__aexit__(*exc_info)
+        try:
+            return await tg.__aexit__(*exc_info)
+        finally:
+            await self.store.aclose()  # (not in a scope of ours: its own scopes nest outside)
 
     def _running(self, what: str) -> anyio.abc.TaskGroup:
         if self._tg is None:
             raise RuntimeError(f"channel.{what}() outside `async with channel`: enter it first")
         return self._tg
 
-    def _topic(self, topic: str) -> _Topic:
-        found = self._topics.get(topic)
-        if found is None:
-            found = self._topics[topic] = _Topic(self.history)
-        return found
+    # -- publishing ----------------------------------------------------------------------
 
     async def publish(
         self, topic: str, data: Any, *, event: str | None = None, retry: int | None = None
     ) -> str:
-        """Store the event in the topic's history and deliver it to every subscriber."""
+        """Store the event in the topic's history and deliver it to every subscriber, in
+        every process; its id. Invalid data or fields raise here, and nothing is stored."""
         self._running("publish")
-        state = self._topic(_check_topic(topic))
-        if state.closed:
-            raise ValueError(f"topic {topic!r} is closed: nothing more can be published to it")
-        n = state.issued + 1
-        event_id = f"{self._epoch}-{n}"
-        frame = encode_sse(data, event=event, id=event_id, retry=retry)  # raises: not stored
-        state.issued = n
-        state.events.append((n, event_id, frame))
-        for subscriber in list(state.subscribers):
-            subscriber.deliver(frame)
-        return event_id
+        _check_topic(topic)
+        body = encode_sse(data, event=event, retry=retry)
+        if not body:
+            raise ValueError("data is empty: an empty str makes no event (nothing stored)")
+        try:
+            return await self.store.append(topic, body)
+        except TopicClosed:
+            raise ValueError(
+                f"topic {topic!r} is closed: nothing more can be published to it"
+            ) from None
+
+    async def close(self, topic: str) -> None:
+        """End the topic: every subscriber's stream ends after the events before it, and a
+        later subscriber gets what it missed, then ends (204 if nothing)."""
+        self._running("close")
+        await self.store.append(_check_topic(topic), None)
+
+    def reset_frame(self, given: str | None, earliest: str | None) -> bytes:
+        return encode_sse({"last_event_id": given, "earliest": earliest}, event=self.reset_event)
+
+    # -- subscribing ---------------------------------------------------------------------
 
     def subscribe(self, topic: str, *, last_event_id: str | Unset | None = UNSET) -> Subscription:
         """A source for ``Stream(...)``: the history after ``last_event_id`` (default: the
         request's ``Last-Event-ID``; ``None``: live only), then every new event."""
         self._running("subscribe")
+        if not isinstance(last_event_id, (str, Unset)) and last_event_id is not None:
+            raise TypeError(
+                f"last_event_id must be a str or None, not {type(last_event_id).__name__}"
+            )
         return Subscription(self, _check_topic(topic), last_event_id)
 
-    def attach(self, subscriber: Subscription, last_event_id: str | None) -> list[bytes]:
-        """Register ``subscriber`` for live events; the frames it must get first."""
-        state = self._topic(subscriber.topic)
-        state.subscribers.add(subscriber)
-        subscriber.ended = state.closed
-        if last_event_id is None:
-            return []
-        resume = self._resume_point(state, last_event_id)
-        if resume is None:
-            earliest = state.events[0][1] if state.events else None
-            reset = encode_sse(
-                {"last_event_id": last_event_id, "earliest": earliest}, event=self.reset_event
-            )
-            return [reset, *(frame for _, _, frame in state.events)]
-        return [frame for n, _, frame in state.events if n > resume]
-
-    def _resume_point(self, state: _Topic, last_event_id: str) -> int | None:
-        """The event number to resume after, or ``None`` if the id cannot be resumed."""
-        epoch, _, number = last_event_id.partition("-")
-        if epoch != self._epoch or not number.isdigit():
-            return None
-        n = int(number)
-        oldest = state.events[0][0] if state.events else state.issued + 1
-        if n == state.issued or oldest <= n <= state.issued:
-            return n
-        return None
+    def attach(self, subscriber: Subscription) -> None:
+        """Register ``subscriber`` for the topic's new entries (before its history is read)."""
+        found = self._subscribers.get(subscriber.topic)
+        if found is None:
+            found = self._subscribers[subscriber.topic] = set()
+            self.store.watch(subscriber.topic)
+        found.add(subscriber)
 
     def detach(self, subscriber: Subscription) -> None:
-        state = self._topics.get(subscriber.topic)
-        if state is not None:
-            state.subscribers.discard(subscriber)
+        found = self._subscribers.get(subscriber.topic)
+        if found is not None:
+            found.discard(subscriber)
+            if not found:
+                del self._subscribers[subscriber.topic]
+                self.store.unwatch(subscriber.topic)
 
-    async def close(self, topic: str) -> None:
-        """End the topic: every subscriber's stream ends after the events before it."""
-        self._running("close")
-        state = self._topic(_check_topic(topic))
-        state.closed = True
-        for subscriber in list(state.subscribers):
-            subscriber.end()
+    def fan_out(self, topic: str, entries: Sequence[Entry], lost: str | None) -> None:
+        """The store's ``deliver``: new entries of a topic, to every local subscriber."""
+        found = self._subscribers.get(topic)
+        if not found:
+            return
+        subscribers = tuple(found)
+        if lost is not None:
+            earliest = entries[0].id if entries else None
+            reset = self.reset_frame(lost, earliest)
+            for subscriber in subscribers:
+                subscriber.lost(reset)
+        for entry in entries:
+            for subscriber in subscribers:
+                subscriber.take(entry)
+
+    # -- producers that outlive their clients ------------------------------------------
 
     def publish_from(self, topic: str, source: Any) -> None:
         """Publish every item of ``source`` from a task the channel owns, then close the
-        topic; a client leaving does not stop it, ``cancel(topic)`` does."""
+        topic; a client leaving does not stop it, ``cancel(topic)`` does (in any process)."""
         tg = self._running("publish_from")
         _check_topic(topic)
-        scope = anyio.CancelScope()
-        self._producers[topic] = scope
-        tg.start_soon(self._publish_all, topic, source_for(source), scope)
+        adapter = source_for(source)  # TypeError now for what cannot be streamed
+        if topic in self._producers:
+            raise ValueError(f"topic {topic!r} already has a publish_from() running")
+        scope = self._producers[topic] = anyio.CancelScope()
+        tg.start_soon(self._publish_all, topic, adapter, scope)
 
     async def _publish_all(self, topic: str, adapter: Source, scope: anyio.CancelScope) -> None:
         try:
@@ -224,21 +292,29 @@ class Channel:
                         await _each(adapter.iterator, lambda item: self.publish(topic, item))
                 except Exception as exc:
                     logger.exception("publish_from(%r) failed", topic)
-                    await self.publish(topic, {"message": type(exc).__name__}, event="error")
+                    with contextlib.suppress(Exception):  # closed meanwhile, or store gone
+                        await self.publish(topic, {"message": type(exc).__name__}, event="error")
         finally:
-            self._producers.pop(topic, None)
+            if self._producers.get(topic) is scope:
+                del self._producers[topic]
             with anyio.CancelScope(shield=True):
                 for obj in adapter.owned:
-                    closer = getattr(obj, "aclose", None)
-                    if closer is not None:
-                        await closer()
-                if not self._topic(topic).closed:
-                    await self.close(topic)
+                    with anyio.move_on_after(CLEANUP_TIMEOUT):
+                        await close_quietly(obj)
+                try:
+                    await self.store.append(topic, None)
+                except Exception:  # the store is gone: its subscribers learn it their way
+                    logger.exception("publish_from(%r): closing the topic failed", topic)
 
     async def cancel(self, topic: str) -> None:
-        """Stop ``publish_from(topic, ...)``: its source is closed, and the topic."""
+        """Stop ``publish_from(topic, ...)``, in whichever process runs it: its source is
+        closed, and the topic."""
         self._running("cancel")
-        scope = self._producers.get(_check_topic(topic))
+        await self.store.cancel(_check_topic(topic))
+
+    def cancel_here(self, topic: str) -> None:
+        """The store's ``on_cancel``: stop this process's producer of ``topic``, if any."""
+        scope = self._producers.get(topic)
         if scope is not None:
             scope.cancel()
 

@@ -25,7 +25,9 @@ ORDER = [
     "request",  # 3 driver: the request a stream answers,
     "driver",  #   and the one driver
     "stream",  # 4 Stream, the public facade
-    "channels",  # 5 channels: fan-out, history, resume (feed Streams; no ASGI)
+    "stores",  # 5 channels: where history lives (the interface, memory),
+    "redis_store",  #   in Redis (the redis extra),
+    "channels",  #   fan-out, history, resume (feed Streams; no ASGI)
     "middleware",  # 6 StreamMiddleware
     "quart",  # 7 integrations: none imports another
     "django",

@@ -1,11 +1,10 @@
-"""Channels on the memory backend, in process (tests/peer.py): exactly once and in order,
-resume by Last-Event-ID, the reset event, close and 204, publish_from and cancel, bad input.
-Work in progress (issue 12): the Redis backend and the cross-process proofs come next."""
+"""Channels in process (tests/peer.py), on both stores: exactly once and in order, resume by
+Last-Event-ID, the reset event, close and 204, publish_from and cancel, bad input."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -43,8 +42,10 @@ def with_last_event_id(peer: Peer, last_id: str) -> Peer:
     return peer
 
 
-async def test_live_events_reach_every_subscriber_once_in_order_with_ids() -> None:
-    async with Channel() as channel:
+async def test_live_events_reach_every_subscriber_once_in_order_with_ids(
+    make_channel: Callable[..., Channel],
+) -> None:
+    async with make_channel() as channel:
         app = subscriber_app(channel)
         peers = [Peer() for _ in range(3)]
         async with anyio.create_task_group() as tg:
@@ -62,8 +63,10 @@ async def test_live_events_reach_every_subscriber_once_in_order_with_ids() -> No
         assert all(peer.finished for peer in peers)
 
 
-async def test_a_reconnect_resumes_after_its_last_event_id() -> None:
-    async with Channel() as channel:
+async def test_a_reconnect_resumes_after_its_last_event_id(
+    make_channel: Callable[..., Channel],
+) -> None:
+    async with make_channel() as channel:
         ids = [await channel.publish("t", n) for n in range(5)]
         await channel.close("t")
         peer = with_last_event_id(Peer(), ids[1])
@@ -71,31 +74,56 @@ async def test_a_reconnect_resumes_after_its_last_event_id() -> None:
         assert [e["id"] for e in events(peer.body)] == ids[2:]
 
 
-@pytest.mark.parametrize("given", ["bogus", "0-1", "", "zz-99999"])
-async def test_an_id_it_cannot_resume_gets_the_reset_event_then_the_history(given: str) -> None:
-    async with Channel(history=3) as channel:
+def assert_reset_then_kept(
+    got: list[dict[str, str]], given: str, ids: list[str], history: int
+) -> None:
+    """The reset event naming ``given`` and the oldest id kept, then what is kept: a suffix of
+    ``ids`` of at least ``history`` events (Redis trims approximately)."""
+    assert got[0]["event"] == "reset"
+    kept = [e["id"] for e in got[1:]]
+    assert json.loads(got[0]["data"]) == {"last_event_id": given, "earliest": kept[0]}
+    assert len(kept) >= history and kept == ids[-len(kept) :]
+
+
+@pytest.mark.parametrize("given", ["bogus", "0-1", "x", "zz-99999", "99999999999999999999999-1"])
+async def test_an_id_it_cannot_resume_gets_the_reset_event_then_the_history(
+    given: str, make_channel: Callable[..., Channel]
+) -> None:
+    async with make_channel(history=3) as channel:
         ids = [await channel.publish("t", n) for n in range(5)]
         await channel.close("t")
-        peer = with_last_event_id(Peer(), given or "x")
+        peer = with_last_event_id(Peer(), given)
         await subscriber_app(channel)(peer.scope, peer.receive, peer.send)
-        got = events(peer.body)
-        assert got[0]["event"] == "reset"
-        assert json.loads(got[0]["data"]) == {"last_event_id": given or "x", "earliest": ids[2]}
-        assert [e["id"] for e in got[1:]] == ids[2:]
+        assert_reset_then_kept(events(peer.body), given, ids, 3)
 
 
-async def test_an_id_trimmed_from_the_history_gets_the_reset_event() -> None:
-    async with Channel(history=2) as channel:
-        ids = [await channel.publish("t", n) for n in range(5)]
+async def test_another_topics_id_gets_the_reset_event(make_channel: Callable[..., Channel]) -> None:
+    async with make_channel() as channel:
+        other = await channel.publish("other", "x")
+        ids = [await channel.publish("t", n) for n in range(3)]
+        await channel.close("t")
+        peer = with_last_event_id(Peer(), other)
+        await subscriber_app(channel)(peer.scope, peer.receive, peer.send)
+        assert_reset_then_kept(events(peer.body), other, ids, 3)
+
+
+async def test_an_id_trimmed_from_the_history_gets_the_reset_event(
+    make_channel: Callable[..., Channel],
+) -> None:
+    async with make_channel(history=2) as channel:
+        ids = [await channel.publish("t", n) for n in range(300)]  # Redis trims by 100s
         await channel.close("t")
         peer = with_last_event_id(Peer(), ids[0])
         await subscriber_app(channel)(peer.scope, peer.receive, peer.send)
         got = events(peer.body)
-        assert got[0]["event"] == "reset" and [e["id"] for e in got[1:]] == ids[3:]
+        assert_reset_then_kept(got, ids[0], ids, 2)
+        assert len(got) - 1 < 300
 
 
-async def test_a_closed_topic_with_nothing_left_answers_204() -> None:
-    async with Channel() as channel:
+async def test_a_closed_topic_with_nothing_left_answers_204(
+    make_channel: Callable[..., Channel],
+) -> None:
+    async with make_channel() as channel:
         last = await channel.publish("t", "only")
         await channel.close("t")
         peer = with_last_event_id(Peer(), last)
@@ -105,7 +133,9 @@ async def test_a_closed_topic_with_nothing_left_answers_204() -> None:
             await channel.publish("t", "more")
 
 
-async def test_publish_from_outlives_its_clients_and_cancel_stops_it() -> None:
+async def test_publish_from_outlives_its_clients_and_cancel_stops_it(
+    make_channel: Callable[..., Channel],
+) -> None:
     produced: list[int] = []
     release, third = anyio.Event(), anyio.Event()
 
@@ -117,7 +147,7 @@ async def test_publish_from_outlives_its_clients_and_cancel_stops_it() -> None:
                 third.set()
                 await release.wait()
 
-    async with Channel() as channel:
+    async with make_channel() as channel:
         channel.publish_from("reply", tokens())
         with anyio.fail_after(5):
             await third.wait()
@@ -131,8 +161,10 @@ async def test_publish_from_outlives_its_clients_and_cancel_stops_it() -> None:
         assert produced == [0, 1, 2]
 
 
-async def test_bad_input_is_refused_and_nothing_is_stored() -> None:
-    channel = Channel()
+async def test_bad_input_is_refused_and_nothing_is_stored(
+    make_channel: Callable[..., Channel],
+) -> None:
+    channel = make_channel()
     with pytest.raises(RuntimeError, match="async with channel"):
         await channel.publish("t", 1)
     async with channel:
@@ -142,5 +174,10 @@ async def test_bad_input_is_refused_and_nothing_is_stored() -> None:
             await channel.publish("x" * 257, 1)
         with pytest.raises(ValueError):
             await channel.publish("t", 1, event="two\nlines")
+        with pytest.raises(ValueError, match="empty"):
+            await channel.publish("t", "")
         first = await channel.publish("t", 1)
-        assert first.endswith("-1")  # the refused one took no id
+        await channel.close("t")
+        peer = with_last_event_id(Peer(), "unknown")
+        await subscriber_app(channel)(peer.scope, peer.receive, peer.send)
+        assert [e["id"] for e in events(peer.body)[1:]] == [first]  # the refused: not stored

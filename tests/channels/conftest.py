@@ -1,0 +1,46 @@
+"""Every channel test runs on both stores (memory, and a real redis-server) where both apply,
+on asyncio and trio."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asgi_stream import Channel
+from tests.redis_server import RedisServer, redis_server_or_skip
+
+_prefixes = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the session (each test uses its own key prefix)."""
+    server = RedisServer(redis_server_or_skip(), Path(tmp_path_factory.mktemp("redis")))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_channel(store: str, request: pytest.FixtureRequest) -> Callable[..., Channel]:
+    """``make_channel(**options)``: a Channel on the test's store, with a prefix of its own."""
+    if store == "memory":
+        return Channel
+    server: RedisServer = request.getfixturevalue("redis_server")
+
+    def make(**options: Any) -> Channel:
+        options.setdefault("prefix", f"test{next(_prefixes)}:")
+        return Channel(server.url, **options)
+
+    return make
