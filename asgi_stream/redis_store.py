@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import sys
 import zlib
 from collections.abc import Callable
 from typing import Any, Final
@@ -26,6 +27,9 @@ from urllib.parse import urlsplit, urlunsplit
 import anyio
 
 from .stores import Deliver, Entry, History, TopicClosed, frame
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 try:
     import coredis
@@ -107,6 +111,13 @@ def raw_id_of(topic: str, event_id: str) -> str | None:
     if _key(raw_id) is None or public_id(topic, raw_id) != event_id:
         return None
     return raw_id
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The first exception inside (nested) exception groups: what to tell a reader."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _key(event_id: str) -> tuple[int, int] | None:
@@ -191,13 +202,15 @@ class RedisStore:
                     delay = BACKOFF[0]
                     async for message in pubsub:
                         await self.on_message(message["channel"], message["data"])
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # coredis raises a lost connection inside a group
                 if not started:
-                    raise ConnectionError(f"cannot reach Redis at {self.shown}: {exc}") from exc
+                    raise ConnectionError(
+                        f"cannot reach Redis at {self.shown}: {_leaf(exc)}"
+                    ) from exc
                 logger.warning(
                     "Redis at %s: connection lost (%s); reconnecting in %.2f s",
                     self.shown,
-                    exc,
+                    _leaf(exc),
                     delay,
                 )
             await anyio.sleep(delay)

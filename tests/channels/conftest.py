@@ -16,6 +16,11 @@ from tests.redis_server import RedisServer, redis_server_or_skip
 _prefixes = itertools.count()
 
 
+def unique_prefix() -> str:
+    """A Redis key prefix no other test uses (the session shares one redis-server)."""
+    return f"test{next(_prefixes)}:"
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One redis-server for the session (each test uses its own key prefix)."""
@@ -40,7 +45,7 @@ def make_channel(store: str, request: pytest.FixtureRequest) -> Callable[..., Ch
     server: RedisServer = request.getfixturevalue("redis_server")
 
     def make(**options: Any) -> Channel:
-        options.setdefault("prefix", f"test{next(_prefixes)}:")
+        options.setdefault("prefix", unique_prefix())
         return Channel(server.url, **options)
 
     return make
