@@ -56,6 +56,8 @@ class Subscription(Source):
         self.queue: FrameQueue | None = None  # once running: frames go straight in
         self.pending: list[bytes] = []  # before that: the frames to send first, in order
         self.merging: list[Entry] | None = None  # live entries while the history is read
+        self.seen: tuple[int, int] | None = None  # the newest id its history covered
+        self.order = channel.store.order
         self.ended = False  # the topic was closed: end once the pending frames are out
 
     async def prepare(self) -> None:
@@ -70,15 +72,15 @@ class Subscription(Source):
         history = await channel.store.read(self.topic, given)
         live, self.merging = self.merging, None
         if not history.resumed:
-            self.pending.append(channel.reset_frame(given, history.earliest))
-        newest = None
+            self.put(channel.reset_frame(given, history.earliest))
         for entry in history.entries:
+            self.put(entry.frame)
+        # Everything stored up to the history's newest id was in it, or before ``given``:
+        # the same entries arriving live (now, or later from a store that lags) are skipped.
+        if history.newest is not None:
+            self.seen = self.order(history.newest)
+        for entry in live:
             self.take(entry)
-            newest = entry.id
-        order = channel.store.order
-        for entry in live:  # arrived while the history was read: only what it did not hold
-            if newest is None or order(entry.id) > order(newest):
-                self.take(entry)
         self.no_content = self.ended and not self.pending
 
     async def run(self, queue: FrameQueue, put: Callable[[Any], object], owner: object) -> None:
@@ -95,7 +97,13 @@ class Subscription(Source):
         if self.merging is not None:
             self.merging.append(entry)
             return
-        frame = entry.frame
+        if self.seen is not None:
+            if self.order(entry.id) <= self.seen:
+                return  # the history had it
+            self.seen = None  # in order from here: no more comparisons
+        self.put(entry.frame)
+
+    def put(self, frame: bytes | None) -> None:
         if frame is None:
             self.end()
             return
@@ -107,8 +115,9 @@ class Subscription(Source):
 
     def lost(self, frame: bytes) -> None:
         """The history this subscriber followed is lost: the reset event, before the rest."""
-        if self.merging is None:
-            self.take(Entry("", frame))
+        if self.merging is None:  # (one still reading gets what the store has now)
+            self.seen = None
+            self.put(frame)
 
     def end(self) -> None:
         self.ended = True

@@ -1,0 +1,198 @@
+"""The proof across processes (issue 12): three hypercorn worker processes on their own
+ports share one real redis-server; the publisher runs in one of them; 300 EventSource-like
+clients (``followers.py``) are spread over the three. Every event reaches every client
+exactly once, in order, through a worker killed with SIGKILL, every Redis connection killed
+(``CLIENT KILL``), and a redis-server restarted without its data (the reset event, never
+silence); a client whose id was trimmed gets the reset event, then the history kept; a closed
+topic answers 204 and the clients stop.
+
+Workers 0 and 2 run on the test's anyio backend, worker 1 on the other one, so that each run
+has asyncio and trio workers exchanging events (and the publisher on each in turn).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import coredis
+import httpx
+import pytest
+
+from asgi_stream.redis_store import public_id
+from tests.channels.conftest import unique_prefix
+from tests.channels.followers import Follower
+from tests.conftest import _free_port, _wait_listening
+from tests.redis_server import RedisServer, redis_server_or_skip
+from tests.reliability.clients import raise_nofile
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+FOLLOWERS = 300
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(redis_server_or_skip(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@asynccontextmanager
+async def workers(redis: RedisServer, backends: list[str]) -> AsyncIterator[list[Any]]:
+    """Start one worker process per backend; yields ``[(url, process), ...]``."""
+    env = {
+        **os.environ,
+        "REDIS_URL": redis.url,
+        "CHANNEL_PREFIX": unique_prefix(),
+        "PYTHONPATH": str(ROOT),
+    }
+    started = []
+    try:
+        for backend in backends:
+            port = _free_port()
+            command = ["-m", "tests.channels.worker", "--bind", f"127.0.0.1:{port}"]
+            process = subprocess.Popen(  # noqa: ASYNC220 (starting it does not block)
+                [sys.executable, *command, "--worker", backend],
+                cwd=ROOT,
+                env=env,
+            )
+            started.append((f"http://127.0.0.1:{port}", process))
+        for url, _ in started:
+            await _wait_listening(int(url.rsplit(":", 1)[1]))
+        yield started
+    finally:
+        for _, process in started:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for _, process in started:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+
+async def post(client: httpx.AsyncClient, url: str) -> Any:
+    response = await client.post(url, timeout=60)
+    response.raise_for_status()
+    return response.json()
+
+
+async def everyone(followers: list[Follower], condition: Any, within: float = 60) -> None:
+    for follower in followers:
+        await follower.wait_for(condition, within)
+
+
+def other(backend: str) -> str:
+    return "trio" if backend == "asyncio" else "asyncio"
+
+
+async def test_three_workers_every_event_once_in_order_through_faults(
+    own_redis: RedisServer, anyio_backend: str
+) -> None:
+    raise_nofile(4 * FOLLOWERS)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
+    timeout = httpx.Timeout(10, read=60)
+    backends = [anyio_backend, other(anyio_backend), anyio_backend]
+    async with (
+        workers(own_redis, backends) as started,
+        httpx.AsyncClient(limits=limits, timeout=timeout) as client,
+        anyio.create_task_group() as tg,
+    ):
+        urls = [url for url, _ in started]
+        publisher = urls[0]
+        # A first event, so that every client starts after it: none can miss what follows.
+        (start,) = await post(client, f"{publisher}/publish/t?start=-1&stop=0")
+        followers = [Follower(urls, n % 3, "t", last_id=start) for n in range(FOLLOWERS)]
+        for follower in followers:
+            tg.start_soon(follower.run, client)
+        ids = await post(client, f"{publisher}/publish/t?start=0&stop=50")
+        await everyone(followers, lambda f: len(f.data) >= 50)
+
+        # A worker killed with SIGKILL mid-stream: its clients resume on another one.
+        async with anyio.create_task_group() as publishing:
+            publishing.start_soon(post, client, f"{publisher}/publish/t?start=50&stop=150&pace=3")
+            await followers[2].wait_for(lambda f: len(f.data) >= 70)
+            started[2][1].send_signal(signal.SIGKILL)
+        await everyone(followers, lambda f: len(f.data) >= 150)
+        moved = [f for f in followers if f.home == 2]
+        assert all(f.requests >= 2 for f in moved)
+
+        # Every Redis connection of every worker killed mid-stream.
+        async with anyio.create_task_group() as publishing:
+            publishing.start_soon(post, client, f"{publisher}/publish/t?start=150&stop=250&pace=3")
+            await followers[0].wait_for(lambda f: len(f.data) >= 170)
+            killed = own_redis.kill_clients()
+        assert killed >= 4  # two live workers: a pub/sub and a command connection each
+        await everyone(followers, lambda f: len(f.data) >= 250)
+
+        # What Redis stored is the truth: each client got exactly that, in order (a publish
+        # cut off by the kill and retried would be stored, and delivered, twice).
+        stored = await stored_ids(own_redis, "t")
+        assert stored[0] == start and set(ids) <= set(stored)
+        for follower in followers:
+            assert follower.ids == stored[1:]
+            assert follower.data == list(range(250))
+            assert follower.resets == []
+
+        # redis-server restarted without persistence: the reset event, then the new events.
+        own_redis.restart()
+        after = await post(client, f"{publisher}/publish/t?start=250&stop=260")
+        await everyone(followers, lambda f: len(f.data) >= 260)
+        for follower in followers:
+            (reset,) = follower.resets
+            assert reset.data["last_event_id"] == stored[-1]
+            assert follower.received.index(reset) == 250  # after what it had, before the new
+            assert follower.ids == [*stored[1:], *after]
+            assert follower.data == list(range(260))
+
+        # The topic closed: every stream ends, the reconnect gets 204, and they stop.
+        await post(client, f"{publisher}/close/t")
+        await everyone(followers, lambda f: bool(f.statuses) and f.statuses[-1] == 204)
+        assert all(f.data == list(range(260)) for f in followers)
+
+
+async def test_a_client_whose_id_was_trimmed_gets_the_reset_event_then_the_history_kept(
+    own_redis: RedisServer, anyio_backend: str
+) -> None:
+    backends = [anyio_backend, other(anyio_backend)]
+    async with workers(own_redis, backends) as started, httpx.AsyncClient(timeout=60) as client:
+        urls = [url for url, _ in started]
+        (start,) = await post(client, f"{urls[0]}/publish/slow?start=-1&stop=0")
+        slow = Follower(urls, 1, "slow", last_id=start, stop_after=10)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(slow.run, client)
+            await post(client, f"{urls[0]}/publish/slow?start=0&stop=10")
+        seen = slow.last_id
+        assert slow.data == list(range(10))
+        ids = await post(client, f"{urls[0]}/publish/slow?start=10&stop=2500")  # history 1,000
+        await post(client, f"{urls[0]}/close/slow")
+        slow.stop_after = None
+        slow.received.clear()
+        await slow.run(client)  # resumes from ``seen``, which the history no longer holds
+        reset, *kept, end = slow.received
+        assert reset.event == "reset" and end.event == "end"
+        assert reset.data == {"last_event_id": seen, "earliest": kept[0].id}
+        assert 1000 <= len(kept) < 2490
+        assert [r.id for r in kept] == ids[-len(kept) :]
+        assert [r.data for r in kept] == list(range(2500 - len(kept), 2500))
+
+
+async def stored_ids(redis: RedisServer, topic: str) -> list[str]:
+    """The topic's ids as Redis holds them (the ids clients see)."""
+    async with coredis.Redis.from_url(redis.url) as raw:
+        (key,) = [key async for key in raw.scan_iter(match=f"*topic:{topic}")]
+        entries = await raw.xrange(key, "-", "+")
+    return [public_id(topic, entry.identifier.decode()) for entry in entries]
