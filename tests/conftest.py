@@ -1,17 +1,43 @@
-"""Shared fixtures: every async test runs on asyncio and trio; ``serve`` runs a real hypercorn."""
+"""Shared fixtures: every async test runs on asyncio and trio; ``serve`` runs a real hypercorn;
+``redis_server`` and ``own_redis`` a real redis-server."""
 
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 import sniffio
 from hypercorn.config import Config
+
+from tests.redis_server import RedisServer, redis_server_or_skip
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session (tests keep apart by key prefix)."""
+    server = RedisServer(redis_server_or_skip(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, to stop, restart or cut off."""
+    server = RedisServer(redis_server_or_skip(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -4,14 +4,13 @@ on asyncio and trio."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from asgi_stream import Channel
-from tests.redis_server import RedisServer, redis_server_or_skip
+from tests.redis_server import RedisServer
 
 _prefixes = itertools.count()
 
@@ -19,17 +18,6 @@ _prefixes = itertools.count()
 def unique_prefix() -> str:
     """A Redis key prefix no other test uses (the session shares one redis-server)."""
     return f"test{next(_prefixes)}:"
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """One redis-server for the session (each test uses its own key prefix)."""
-    server = RedisServer(redis_server_or_skip(), Path(tmp_path_factory.mktemp("redis")))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -7,8 +7,7 @@ does it with real worker processes."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -23,17 +22,6 @@ from tests.peer import Peer
 from tests.redis_server import RedisServer, _free_port, redis_server_or_skip
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of the test's own, to stop, restart or cut off."""
-    server = RedisServer(redis_server_or_skip(), tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def payloads(peer: Peer) -> list[Any]:

@@ -5,8 +5,13 @@ with the others, as ``hypercorn -w N`` or several pods would.
 
 Environment: ``REDIS_URL``, ``CHANNEL_PREFIX``, ``CHANNEL_HISTORY`` (default 1000).
 
-    GET  /events/<topic>                       the topic: history after Last-Event-ID, then live
-    POST /publish/<topic>?start=a&stop=b&pace=ms
+    GET  /events/<topic>[?for=ms&from=start]   the topic: history after Last-Event-ID, then
+                                               live; ``for``: the server ends the stream after
+                                               that long; ``from=start``: without a
+                                               Last-Event-ID, the whole history (after the
+                                               reset event: an id it cannot resume)
+    GET  /page?topic=t&cancel=url              a page that shows the topic as a reply (browser)
+    POST /publish/<topic>?start=a&stop=b&pace=ms[&retry=ms]
                                                publishes the ints a..b-1, ``pace`` ms apart,
                                                each retried while Redis is unreachable
                                                (never twice: a publish that raised stored
@@ -23,10 +28,12 @@ import argparse
 import json
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
 import anyio
+import anyio.abc
 
 from asgi_stream import Channel, Stream, StreamMiddleware
 from asgi_stream.hypercorn import run
@@ -45,11 +52,11 @@ async def answer(send: Any, status: int, body: Any) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-async def publish_retrying(topic: str, data: Any) -> str:
+async def publish_retrying(topic: str, data: Any, retry: int | None = None) -> str:
     with anyio.fail_after(20):
         while True:
             try:
-                return await channel.publish(topic, data)
+                return await channel.publish(topic, data, retry=retry)
             except ConnectionError:
                 await anyio.sleep(0.02)
 
@@ -60,11 +67,22 @@ async def tokens(count: int, pace: float) -> AsyncIterator[str]:
         yield f"token{n} "
 
 
+PAGE = Path(__file__).with_name("reply_page.html").read_bytes()
+timers: list[anyio.abc.TaskGroup] = []  # the lifespan's, for the streams ended by the server
+
+
+async def end_after(stream: Stream, seconds: float) -> None:
+    await anyio.sleep(seconds)
+    stream.close()
+
+
 async def lifespan(receive: Any, send: Any) -> None:
     await receive()  # startup
-    async with channel:
+    async with channel, anyio.create_task_group() as tg:
+        timers.append(tg)
         await send({"type": "lifespan.startup.complete"})
         await receive()  # shutdown
+        tg.cancel_scope.cancel()
     await send({"type": "lifespan.shutdown.complete"})
 
 
@@ -72,14 +90,27 @@ async def app(scope: Any, receive: Any, send: Any) -> Stream | None:
     if scope["type"] == "lifespan":
         await lifespan(receive, send)
         return None
-    _, action, topic = scope["path"].split("/", 2)
     query = dict(parse_qsl(scope["query_string"].decode()))
+    if scope["path"] == "/page":
+        headers = [(b"content-type", b"text/html; charset=utf-8")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": PAGE})
+        return None
+    _, action, topic = scope["path"].split("/", 2)
     if action == "events":
-        return Stream(channel.subscribe(topic))
+        given = dict(scope["headers"]).get(b"last-event-id")
+        if given is None and query.get("from") == "start":
+            stream = Stream(channel.subscribe(topic, last_event_id="start"))
+        else:
+            stream = Stream(channel.subscribe(topic))
+        if "for" in query:
+            timers[0].start_soon(end_after, stream, float(query["for"]) / 1000)
+        return stream
     if action == "publish":
         ids = []
+        retry = int(query["retry"]) if "retry" in query else None
         for n in range(int(query["start"]), int(query["stop"])):
-            ids.append(await publish_retrying(topic, n))
+            ids.append(await publish_retrying(topic, n, retry))
             await anyio.sleep(float(query.get("pace", 0)) / 1000)
         await answer(send, 200, ids)
     elif action == "close":
