@@ -11,7 +11,12 @@ the URL it prints. The page (``demo.html``, beside this file) opens four ``Event
               ending with an ``event: done``;
 ``/proxy``    proxy mode: ``Stream(client.send(request, stream=True))`` passes another stream
               through unchanged: ``/upstream/ticker``, a stand-in for a remote service (a price
-              ticker of named ``quote`` and ``news`` events), read over HTTP with httpx.
+              ticker of named ``quote`` and ``news`` events), read over HTTP with httpx;
+``/room``     a channel: ``Stream(channel.subscribe("room"))``, fed by the page's own "Send"
+              button (``POST /room``); every subscriber of every worker that shares the store
+              gets each message once, and a reload resumes from ``Last-Event-ID``. The store
+              is memory, or Redis when ``REDIS_URL`` is set: run two demos on two ports with
+              the same ``REDIS_URL`` and the messages cross between them.
 
 No framework: a few lines of routing on raw ASGI, wrapped in ``StreamMiddleware``, served by
 hypercorn through ``asgi_stream.hypercorn``: Ctrl-C ends the open streams cleanly, then stops.
@@ -22,7 +27,9 @@ from __future__ import annotations
 import argparse
 import errno
 import itertools
+import json
 import logging
+import os
 import random
 import re
 import signal
@@ -33,12 +40,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import anyio
 import anyio.abc
 import httpx
 
-from asgi_stream import CloseReason, ServerSentEvent, Stream, StreamMiddleware, wait
+from asgi_stream import Channel, CloseReason, ServerSentEvent, Stream, StreamMiddleware, wait
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -102,6 +110,12 @@ class Settings:
     ticker_every: int = 700  # the upstream ticker's pace
     news_every: int = 6  # every n-th upstream event is a (two-line) news item
     seed: int | None = None  # of the ticker's random walk: the same prices on every connection
+    redis_url: str | None = None  # the room's store: memory, or Redis shared by every worker
+    room_history: int = 50  # messages the room keeps for the pages that come back
+
+
+ROOM_MESSAGE_MAX = 280
+"""The longest message the room accepts, in characters."""
 
 
 class Demo:
@@ -120,7 +134,12 @@ class Demo:
             "/reply": self.reply,
             "/proxy": self.proxy,
             "/upstream/ticker": self.ticker,
+            "/room": self.room,
         }
+        # The room's channel: entered by the lifespan, like the resources below.
+        self.channel = Channel(
+            settings.redis_url, history=settings.room_history, prefix="asgi_stream_demo:"
+        )
         # Lives as long as the app (opened and closed by the lifespan): a task group for the
         # producers that outlive their request handler, and the proxy's HTTP client.
         self._tasks: anyio.abc.TaskGroup | None = None
@@ -132,8 +151,13 @@ class Demo:
         elif scope["type"] == "websocket":
             await receive()  # websocket.connect: refuse it, this demo has none
             await send({"type": "websocket.close", "code": 1008})
+        elif scope["method"] == "POST" and scope["path"] == "/room":
+            await self.say(receive, send)
         elif scope["method"] not in ("GET", "HEAD"):
             await respond(send, 405, b"Method Not Allowed\n", headers=((b"allow", b"GET, HEAD"),))
+        elif scope["path"] == "/room/info":
+            info = {"store": "memory" if self.settings.redis_url is None else "redis"}
+            await respond(send, 200, json.dumps({**info, "worker": os.getpid()}).encode())
         elif scope["path"] == "/":
             html = b"text/html; charset=utf-8"
             await respond(send, 200, PAGE, content_type=html, head=scope["method"] == "HEAD")
@@ -163,7 +187,7 @@ class Demo:
             limits=httpx.Limits(max_keepalive_connections=0),
             trust_env=False,
         )
-        async with client, anyio.create_task_group() as tasks:
+        async with client, self.channel, anyio.create_task_group() as tasks:
             while (await receive())["type"] != "lifespan.shutdown":
                 self._tasks, self._http = tasks, client
                 await send({"type": "lifespan.startup.complete"})
@@ -262,6 +286,34 @@ class Demo:
                 yield ServerSentEvent(quote, event="quote")
             await wait(self.settings.ticker_every)
 
+    def room(self, scope: Scope) -> Stream:
+        """A channel's topic: every message of every worker, each once, in order.
+
+        ``Last-Event-ID`` (the browser's own reconnection) resumes after the last message
+        the page got. Without it, the page passes the id it kept from before a reload as
+        ``?from=``; an id the room cannot resume from (``start`` on a first visit, or one
+        the bounded history dropped) gets the ``reset`` event, then every message kept.
+        """
+        query = dict(parse_qsl(scope["query_string"].decode()))
+        header = dict(scope["headers"]).get(b"last-event-id")
+        given = header.decode("latin-1") if header is not None else query.get("from")
+        return Stream(self.channel.subscribe("room", last_event_id=given))
+
+    async def say(self, receive: Receive, send: Send) -> None:
+        """``POST /room``: publish the body (text) to every subscriber of the room."""
+        body, more = b"", True
+        while more and len(body) <= 4 * ROOM_MESSAGE_MAX:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        text = body.decode("utf-8", errors="replace").strip()
+        if not text or len(text) > ROOM_MESSAGE_MAX or more:
+            problem = f"a message is 1 to {ROOM_MESSAGE_MAX} characters\n".encode()
+            await respond(send, 400, problem)
+            return
+        event_id = await self.channel.publish("room", {"text": text, "worker": os.getpid()})
+        await respond(send, 200, json.dumps({"id": event_id}).encode())
+
     # -- app-wide resources --------------------------------------------------------------------
 
     def _background(self) -> anyio.abc.TaskGroup:
@@ -282,7 +334,7 @@ def create_app(settings: Settings = Settings()) -> StreamMiddleware:
     return Demo(settings).app
 
 
-app = create_app()
+app = create_app(Settings(redis_url=os.environ.get("REDIS_URL") or None))
 
 
 # -- small raw-ASGI helpers --------------------------------------------------------------------

@@ -153,3 +153,32 @@ async def test_ask_again_mid_reply_closes_the_old_generator(page: Page) -> None:
         got = await state(page, "demo.reply.text.length > 0")
         assert REPLY.startswith(got["reply"]["text"])  # the new reply starts over
         await leave(demo, page)
+
+
+async def test_the_room_sends_reloads_without_loss_and_shows_the_reset_event(
+    demo_page: tuple[Observed, Page],
+) -> None:
+    """The channel card: a message typed in the page comes back through the room; one sent
+    while the page reloads is replayed once after it; "forget my place" gets the reset
+    event, then every message kept."""
+    demo, page = demo_page
+    await state(page, "demo.room.resets.length === 1")  # the first visit: from "start"
+    await page.fill("#say", "hello from the page")
+    await page.click("#send")
+    got = await state(page, "demo.room.received.length === 1")
+    assert got["room"]["received"] == ["hello from the page"]
+    assert await page.inner_text("#room-store") == "memory"
+    await page.goto("about:blank")  # away: a message is sent meanwhile
+    await demo.channel.publish("room", {"text": "while you were away", "worker": 0})
+    await page.go_back()
+    got = await state(page, "demo.room.received.length === 1")
+    assert got["room"]["received"] == ["while you were away"]  # once, and only what it missed
+    assert got["room"]["resets"] == []
+    log = await page.inner_text("#room-log")
+    assert "hello from the page" in log and "reloaded: resuming after" in log
+    await page.click("#forget")
+    got = await state(page, "demo.room.resets.length === 1 && demo.room.received.length === 3")
+    assert got["room"]["resets"] == ["forgotten"]
+    assert got["room"]["received"][1:] == ["hello from the page", "while you were away"]
+    assert got["room"]["repeated"] == 0
+    assert await page.inner_text("#room-repeated") == "0"

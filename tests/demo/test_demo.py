@@ -7,13 +7,16 @@ streams cleanly. (tests/browser/ reads the same app with a real browser's EventS
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -33,6 +36,7 @@ from examples.demo import (
 )
 from tests.conftest import serve
 from tests.demo.observed import Observed
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 
@@ -230,3 +234,73 @@ async def test_the_script_serves_and_ctrl_c_ends_streams_cleanly() -> None:
         assert f"{path} closed: shutdown" in output
     assert output.rstrip().endswith("stopped")
     assert "Traceback" not in output
+
+
+async def room_events(client: httpx.AsyncClient, url: str, count: int, **headers: str) -> list[Any]:
+    """The first ``count`` events of the room at ``url``, as (event, id, data) triples."""
+    got = []
+    async with aconnect_sse(client, "GET", url, headers=headers) as source:
+        async for sse in source.aiter_sse():
+            got.append((sse.event, sse.id, json.loads(sse.data)))
+            if len(got) == count:
+                return got
+    return got
+
+
+async def test_room_sends_each_message_to_every_page_once_and_resumes() -> None:
+    async with serve(create_app(FAST)) as url, httpx.AsyncClient(base_url=url) as client:
+        with anyio.fail_after(10):
+            assert (await client.get("/room/info")).json()["store"] == "memory"
+            first = (await client.post("/room", content="hello")).json()["id"]
+            async with anyio.create_task_group() as tg:
+                pages: list[list[Any]] = [[], []]
+
+                async def page(index: int) -> None:
+                    pages[index] = await room_events(client, "/room?from=start", 3)
+
+                for index in range(2):
+                    tg.start_soon(page, index)
+                second = (await client.post("/room", content="again")).json()["id"]
+            for got in pages:
+                reset, hello, again = got
+                assert reset[0] == "reset" and reset[2] == {
+                    "last_event_id": "start",
+                    "earliest": first,
+                }
+                assert hello[1:] == (first, {"text": "hello", "worker": os.getpid()})
+                assert again[1:] == (second, {"text": "again", "worker": os.getpid()})
+            third = (await client.post("/room", content="while away")).json()["id"]
+            resumed = await room_events(client, "/room", 1, **{"Last-Event-ID": second})
+            assert resumed == [("message", third, {"text": "while away", "worker": os.getpid()})]
+            for bad in ("", "   ", "x" * 281):
+                refused = await client.post("/room", content=bad)
+                assert refused.status_code == 400 and "1 to 280" in refused.text
+
+
+async def test_room_messages_cross_between_two_demos_sharing_redis(own_redis: RedisServer) -> None:
+    """Two demos (two workers) on one Redis: a message sent to one reaches a page of the
+    other, live or from the history (whichever comes first, it comes once)."""
+    settings = dataclasses.replace(FAST, redis_url=own_redis.url)
+    async with (
+        serve(create_app(settings)) as one,
+        serve(create_app(settings)) as two,
+        httpx.AsyncClient() as client,
+    ):
+        with anyio.fail_after(10):
+            assert (await client.get(f"{two}/room/info")).json()["store"] == "redis"
+            start = (await client.post(f"{one}/room", content="before")).json()["id"]
+            async with anyio.create_task_group() as tg:
+                got: list[Any] = []
+
+                async def page() -> None:
+                    headers = {"Last-Event-ID": start}
+                    got.extend(await room_events(client, f"{two}/room", 2, **headers))
+
+                tg.start_soon(page)
+                ids = [
+                    (await client.post(f"{one}/room", content=text)).json()["id"]
+                    for text in ("one", "two")
+                ]
+            assert [(event_id, data["text"]) for _, event_id, data in got] == list(
+                zip(ids, ["one", "two"], strict=True)
+            )
