@@ -12,7 +12,9 @@ has asyncio and trio workers exchanging events (and the publisher on each in tur
 
 from __future__ import annotations
 
+import json
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,7 @@ async def test_three_workers_every_event_once_in_order_through_faults(
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
     timeout = httpx.Timeout(10, read=60)
     backends = [anyio_backend, other(anyio_backend), anyio_backend]
+    figures: dict[str, float] = {}
     async with (
         workers(own_redis, backends) as started,
         httpx.AsyncClient(limits=limits, timeout=timeout) as client,
@@ -69,17 +72,23 @@ async def test_three_workers_every_event_once_in_order_through_faults(
             publishing.start_soon(post, client, f"{publisher}/publish/t?start=50&stop=150&pace=3")
             await followers[2].wait_for(lambda f: len(f.data) >= 70)
             started[2][1].send_signal(signal.SIGKILL)
+            killed_at = time.monotonic()
         await everyone(followers, lambda f: len(f.data) >= 150)
+        figures["sigkill_caught_up_s"] = time.monotonic() - killed_at
         moved = [f for f in followers if f.home == 2]
         assert all(f.requests >= 2 for f in moved)
+        figures["moved_clients"] = len(moved)
 
         # Every Redis connection of every worker killed mid-stream.
         async with anyio.create_task_group() as publishing:
             publishing.start_soon(post, client, f"{publisher}/publish/t?start=150&stop=250&pace=3")
             await followers[0].wait_for(lambda f: len(f.data) >= 170)
             killed = own_redis.kill_clients()
+            killed_at = time.monotonic()
         assert killed >= 4  # two live workers: a pub/sub and a command connection each
         await everyone(followers, lambda f: len(f.data) >= 250)
+        figures["client_kill_caught_up_s"] = time.monotonic() - killed_at
+        figures["connections_killed"] = killed
 
         # What Redis stored is the truth: each client got exactly that, in order (a publish
         # cut off by the kill and retried would be stored, and delivered, twice).
@@ -92,8 +101,10 @@ async def test_three_workers_every_event_once_in_order_through_faults(
 
         # redis-server restarted without persistence: the reset event, then the new events.
         own_redis.restart()
+        restarted_at = time.monotonic()
         after = await post(client, f"{publisher}/publish/t?start=250&stop=260")
         await everyone(followers, lambda f: len(f.data) >= 260)
+        figures["restart_caught_up_s"] = time.monotonic() - restarted_at
         for follower in followers:
             (reset,) = follower.resets
             assert reset.data["last_event_id"] == stored[-1]
@@ -105,6 +116,10 @@ async def test_three_workers_every_event_once_in_order_through_faults(
         await post(client, f"{publisher}/close/t")
         await everyone(followers, lambda f: bool(f.statuses) and f.statuses[-1] == 204)
         assert all(f.data == list(range(260)) for f in followers)
+        figures["deliveries"] = sum(len(f.data) for f in followers)
+        figures["resets"] = sum(len(f.resets) for f in followers)
+        figures["requests"] = sum(f.requests for f in followers)
+    print(f"channel figures ({'/'.join(backends)}): {json.dumps(figures)}")  # README's table
 
 
 async def test_a_client_whose_id_was_trimmed_gets_the_reset_event_then_the_history_kept(
