@@ -24,7 +24,7 @@ from .lifecycle import CLEANUP_TIMEOUT, close_quietly
 from .producer import UNSET, Unset
 from .sources import Source, source_for
 from .stores import Entry, MemoryStore, Store, TopicClosed
-from .wire import encode_sse
+from .wire import ServerSentEvent, encode_sse
 
 __all__ = ["Channel", "Subscription"]
 
@@ -195,6 +195,11 @@ class Channel:
     async def __aexit__(self, *exc_info: Any) -> bool | None:
         tg, self._tg = self._tg, None
         assert tg is not None
+        # Its subscribers' streams end (their browsers reconnect, to another worker if this
+        # one is going away, and resume): none is left open with nothing to feed it.
+        for subscribers in list(self._subscribers.values()):
+            for subscriber in list(subscribers):
+                subscriber.end()
         tg.cancel_scope.cancel()
         try:
             return await tg.__aexit__(*exc_info)
@@ -215,9 +220,16 @@ class Channel:
         every process; its id. Invalid data or fields raise here, and nothing is stored."""
         self._running("publish")
         _check_topic(topic)
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                "data must not be bytes: a channel frames each event itself (with its id); "
+                "publish a str or JSON-serializable data"
+            )
+        if isinstance(data, ServerSentEvent) and data.id is not None:
+            raise ValueError("the channel assigns each event's id: publish it without an id")
         body = encode_sse(data, event=event, retry=retry)
         if not body:
-            raise ValueError("data is empty: an empty str makes no event (nothing stored)")
+            raise ValueError("data is None or an empty str: it makes no event (nothing stored)")
         try:
             return await self.store.append(topic, body)
         except TopicClosed:

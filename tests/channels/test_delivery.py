@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
-from asgi_stream import Channel, Stream, StreamMiddleware
+from asgi_stream import Channel, ServerSentEvent, Stream, StreamMiddleware
 from tests.peer import Peer
 
 pytestmark = pytest.mark.anyio
@@ -178,8 +178,30 @@ async def test_bad_input_is_refused_and_nothing_is_stored(
             await channel.publish("t", 1, event="two\nlines")
         with pytest.raises(ValueError, match="empty"):
             await channel.publish("t", "")
+        with pytest.raises(ValueError, match="None"):
+            await channel.publish("t", None)
+        with pytest.raises(TypeError, match="bytes"):
+            await channel.publish("t", b"data: raw\n\n")
+        with pytest.raises(ValueError, match="assigns each event's id"):
+            await channel.publish("t", ServerSentEvent("x", id="mine"))
         first = await channel.publish("t", 1)
         await channel.close("t")
         peer = with_last_event_id(Peer(), "unknown")
         await subscriber_app(channel)(peer.scope, peer.receive, peer.send)
         assert [e["id"] for e in events(peer.body)[1:]] == [first]  # the refused: not stored
+
+
+async def test_leaving_async_with_ends_the_open_subscriptions(
+    make_channel: Callable[..., Channel],
+) -> None:
+    """None is left open with nothing to feed it: its browser reconnects (elsewhere) and
+    resumes."""
+    peer = Peer()
+    async with anyio.create_task_group() as tg:
+        async with make_channel() as channel:
+            tg.start_soon(subscriber_app(channel), peer.scope, peer.receive, peer.send)
+            await peer.wait_for(lambda: peer.start is not None)
+            await channel.publish("t", "last")
+            await peer.wait_for(lambda: len(events(peer.data)) == 1)
+        await peer.wait_for(lambda: peer.finished)
+    assert peer.status == 200 and events(peer.data)[0]["data"] == "last"
