@@ -111,7 +111,7 @@ class Subscription(Source):
         if queue is None:
             self.pending.append(frame)
         elif queue.reason is None:
-            queue.push(frame)  # False: it fell max_buffer behind and was dropped
+            queue.offer(frame)  # (dropped if it fell max_buffer behind)
 
     def lost(self, frame: bytes) -> None:
         """The history this subscriber followed is lost: the reset event, before the rest."""

@@ -21,6 +21,7 @@ import anyio
 
 from .frames import DROPPING, CloseReason
 from .lifecycle import CLEANUP_TIMEOUT
+from .parking import rest_of
 from .producer import DEFAULT_MAX_BUFFER, DEFAULT_PING, Producer
 from .sources import UpstreamError
 from .wire import PING, request_header
@@ -106,6 +107,7 @@ async def drive_claimed(
                 producer.canceller = response.cancel
                 if on_asyncio:
                     queue.write_now = writer.write_now
+                    queue.write_at_once = writer.write_at_once
                 response.host = host = anyio.CancelScope()
                 with host:
                     response.start_producer()
@@ -123,7 +125,7 @@ async def drive_claimed(
                 await producer.finish()
                 await response.writer_stopped()  # (trio: its group waits)
     finally:
-        queue.on_end = queue.write_now = producer.canceller = None
+        queue.on_end = queue.write_now = queue.write_at_once = producer.canceller = None
         queue.parking.on_demand(None)
         with anyio.CancelScope(shield=True):
             response.cancel()
@@ -131,6 +133,7 @@ async def drive_claimed(
             response.retire_writer()
             await producer.finish()  # idempotent: covers an exception or outer cancellation
             await response.writer_stopped()
+            writer.abandon()
 
 
 def _group_on_trio(on_asyncio: bool) -> contextlib.AbstractAsyncContextManager[Any]:
@@ -368,6 +371,7 @@ class _Writer:
     __slots__ = (
         "broken",
         "clock",
+        "inflight",
         "interval",
         "last_write",
         "pinged",
@@ -390,6 +394,9 @@ class _Writer:
         self.interval: float | None = None
         self.last_write = self.pinged = -math.inf
         self.timer: anyio.CancelScope | None = None
+        # A write that another task started (``write_at_once``) and that must wait: the
+        # send's coroutine and what it suspended on; this writer finishes it first.
+        self.inflight: tuple[Any, Any] | None = None
 
     def _failed(self, exc: Exception) -> None:
         """A write failed: the response is broken, whatever was queued."""
@@ -405,8 +412,15 @@ class _Writer:
         queue, send, parking = self.queue, self.send, self.queue.parking
         try:
             while not self.broken:
+                if self.inflight is not None:  # begun by another task: finished here
+                    (step, signal), self.inflight = self.inflight, None
+                    await rest_of(step, signal)
+                    queue.writing = False
+                    self.last_write = self.clock()
+                    continue
                 if not queue.frames and queue.reason is None:
                     await parking.wait()  # woken by a push or a close
+                    continue
                 if not (chunk := queue.take()):
                     break  # closed, and everything was written
                 queue.writing = True
@@ -439,6 +453,32 @@ class _Writer:
                 self._failed(exc)
         finally:
             queue.release_consumer()
+
+    def write_at_once(self, frame: bytes) -> None:
+        """``FrameQueue.offer``'s write, from the calling task while this writer is parked:
+        the send's first step runs here, and most sends end in it (the server's write
+        buffer has room). One that must wait is finished by this writer (woken, or started):
+        still one write at a time, and the caller never waits. Asyncio only (``drive``)."""
+        if self.broken:
+            return
+        step: Any = self.send({"type": "http.response.body", "body": frame, "more_body": True})
+        try:
+            signal = step.send(None)
+        except StopIteration:
+            self.last_write = self.clock()
+            return
+        except Exception as exc:
+            self._failed(exc)
+            return
+        self.queue.writing = True
+        self.inflight = (step, signal)
+        self.queue.parking.wake()
+
+    def abandon(self) -> None:
+        """The stream is over and its writer gone: close a write it never took over."""
+        if self.inflight is not None:
+            (step, _), self.inflight = self.inflight, None
+            step.close()
 
     # -- the heartbeat -----------------------------------------------------------------
 

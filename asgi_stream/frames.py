@@ -54,6 +54,7 @@ class FrameQueue:
         "reason",
         "room",
         "schedule",
+        "write_at_once",
         "write_now",
         "writing",
     )
@@ -73,6 +74,9 @@ class FrameQueue:
         # Writes what is queued now from the producer's task while the writer is parked
         # (asyncio only; see ``sources.pump``).
         self.write_now: Callable[[Callable[[Any], object], Any], Awaitable[None]] | None = None
+        # Starts writing one frame from the calling task while the writer is parked, the
+        # writer finishing it if it must wait (asyncio only; see ``offer``).
+        self.write_at_once: Callable[[bytes], None] | None = None
         # The event loop's thread, and how other threads reach it (``bind``).
         self.loop_thread: int | None = None
         self.schedule: Callable[..., object] | None = None
@@ -143,6 +147,16 @@ class FrameQueue:
         if self.parking.waiting:
             self.parking.wake()
         return True
+
+    def offer(self, frame: bytes) -> None:
+        """``push`` for a frame that many streams get at once (a channel's fan-out): while
+        the writer is parked with nothing queued, the calling task starts the write itself,
+        so that a publish does not wake one task per subscriber (asyncio)."""
+        write = self.write_at_once
+        if write is not None and not self.frames and not self.writing and self.parking.waiting:
+            write(frame)
+        else:
+            self.push(frame)
 
     def take_frames(self) -> list[bytes]:
         """Every frame queued, in order; the queue is empty (and has room) afterwards."""

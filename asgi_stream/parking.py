@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Generator
 from typing import Any
 
-__all__ = ["Parking", "parking"]
+__all__ = ["Parking", "parking", "rest_of"]
 
 
 class Parking:
@@ -114,3 +115,26 @@ def parking() -> Parking:
         return _AsyncioParking(asyncio.get_running_loop())
     except RuntimeError:  # not asyncio, so trio (the only other anyio backend)
         return _TrioParking(sys.modules["trio"])
+
+
+@types.coroutine
+def rest_of(step: Any, signal: object) -> Generator[Any, Any, Any]:
+    """Await the rest of an awaitable whose first step was run by hand (``step.send(None)``,
+    which suspended with ``signal``): what the event loop sends or throws goes on to it,
+    until it returns. How a task finishes what another started, or what it started itself
+    to see whether it would suspend (``sources.pump``, ``driver._Writer``)."""
+    while True:
+        try:
+            sent = yield signal
+        except BaseException as exc:  # cancellation included: the source handles it
+            try:
+                signal = step.throw(exc)
+            except StopIteration as done:
+                return done.value
+            continue
+        if sent is None:  # asyncio resumes with None: plain delegation from here on
+            return (yield from step)
+        try:
+            signal = step.send(sent)
+        except StopIteration as done:
+            return done.value

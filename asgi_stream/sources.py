@@ -16,14 +16,14 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import time
-import types
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, Final, Literal
 
 import anyio
 import anyio.lowlevel
 
 from .frames import FrameQueue
+from .parking import rest_of
 from .wire import ServerSentEvent
 
 __all__ = [
@@ -97,27 +97,6 @@ async def _pause(queue: FrameQueue) -> float:
     return time.monotonic() + TIME_SLICE
 
 
-@types.coroutine
-def _rest(step: Any, signal: object) -> Generator[Any, Any, Any]:
-    """Await the rest of an awaitable whose first step ``pump`` ran itself (and saw it
-    suspend): what the event loop sends or throws goes on to it, until it returns."""
-    while True:
-        try:
-            sent = yield signal
-        except BaseException as exc:  # cancellation included: the source handles it
-            try:
-                signal = step.throw(exc)
-            except StopIteration as done:
-                return done.value
-            continue
-        if sent is None:  # asyncio resumes with None: plain delegation from here on
-            return (yield from step)
-        try:
-            signal = step.send(sent)
-        except StopIteration as done:
-            return done.value
-
-
 async def pump(iterator: Iterator[Any] | AsyncIterator[Any], queue: FrameQueue, put: Put) -> None:
     """The one item loop: ``put`` every item of ``iterator`` while the stream is open, pulling
     the next only when the queue has room, and yielding to the loop at least every
@@ -164,7 +143,7 @@ async def pump(iterator: Iterator[Any] | AsyncIterator[Any], queue: FrameQueue, 
             return
         else:
             try:
-                item = await _rest(step, signal)
+                item = await rest_of(step, signal)
             except StopAsyncIteration:
                 return
             if parking.waiting:  # the loop ran and the writer is idle: write it from here
