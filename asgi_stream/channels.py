@@ -39,6 +39,11 @@ def _check_topic(topic: object) -> str:
         raise TypeError(f"topic must be a str, not {type(topic).__name__}")
     if not topic or len(topic) > MAX_TOPIC:
         raise ValueError(f"topic must be 1 to {MAX_TOPIC} characters, not {len(topic)}")
+    if not topic.isascii():
+        try:
+            topic.encode()
+        except UnicodeEncodeError:
+            raise ValueError(f"topic must be text UTF-8 can encode, not {topic!r}") from None
     return topic
 
 

@@ -174,6 +174,11 @@ async def test_bad_input_is_refused_and_nothing_is_stored(
             await channel.publish(7, 1)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="topic"):
             await channel.publish("x" * 257, 1)
+        with pytest.raises(ValueError, match="topic"):
+            await channel.publish("", 1)
+        with pytest.raises(ValueError, match="topic"):
+            await channel.publish("lone \ud800 surrogate", 1)
+        assert await channel.publish("caf\u00e9 \U0001f600 " + "x" * 247, 1)  # 256: fine
         with pytest.raises(ValueError):
             await channel.publish("t", 1, event="two\nlines")
         with pytest.raises(ValueError, match="empty"):
