@@ -17,6 +17,7 @@ import pytest
 
 from asgi_stream import Channel, Stream, StreamMiddleware
 from tests.channels.conftest import unique_prefix
+from tests.channels.publishing import publish_until_stored
 from tests.channels.test_delivery import events, subscriber_app, with_last_event_id
 from tests.peer import Peer
 from tests.redis_server import RedisServer, _free_port, redis_server_or_skip
@@ -177,13 +178,7 @@ async def test_publish_while_redis_is_down_raises_and_stores_nothing(
         with pytest.raises(ConnectionError, match="may not be stored"):
             await channel.publish("t", "lost")
         own_redis.start()  # empty: no persistence
-        with anyio.fail_after(10):
-            while True:
-                try:
-                    second = await channel.publish("t", "after")
-                    break
-                except ConnectionError:
-                    await anyio.sleep(0.05)
+        second = await publish_until_stored(channel, "t", "after")
         assert second != first
 
 
@@ -198,13 +193,7 @@ async def test_killed_connections_lose_and_repeat_nothing(own_redis: RedisServer
             await peer.wait_for(lambda: len(payloads(peer)) == 100)
             assert own_redis.kill_clients() >= 2
             for n in range(100, 200):
-                with anyio.fail_after(10):
-                    while True:
-                        try:
-                            ids.append(await there.publish("t", n))
-                            break
-                        except ConnectionError:  # killed between two publishes: not stored
-                            await anyio.sleep(0.02)
+                ids.append(await publish_until_stored(there, "t", n))
             await peer.wait_for(lambda: len(payloads(peer)) >= 200, within=10)
             await there.close("t")
             await peer.wait_for(lambda: peer.finished)
@@ -222,13 +211,7 @@ async def test_a_redis_restarted_without_its_data_sends_the_reset_event(
             before = [await there.publish("t", n) for n in range(3)]
             await peer.wait_for(lambda: len(payloads(peer)) == 3)
             own_redis.restart()
-            with anyio.fail_after(10):
-                while True:
-                    try:
-                        after = await there.publish("t", ["new"])
-                        break
-                    except ConnectionError:
-                        await anyio.sleep(0.02)
+            after = await publish_until_stored(there, "t", ["new"])
             await peer.wait_for(lambda: ["new"] in payloads(peer), within=10)
             got = events(peer.data)
             reset = [e for e in got if e.get("event") == "reset"]

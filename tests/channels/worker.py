@@ -37,6 +37,7 @@ import anyio.abc
 
 from asgi_stream import Channel, Stream, StreamMiddleware
 from asgi_stream.hypercorn import run
+from tests.channels.publishing import publish_until_stored
 
 channel = Channel(
     os.environ.get("REDIS_URL"),
@@ -50,15 +51,6 @@ async def answer(send: Any, status: int, body: Any) -> None:
     headers = [(b"content-type", b"application/json")]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
-
-
-async def publish_retrying(topic: str, data: Any, retry: int | None = None) -> str:
-    with anyio.fail_after(20):
-        while True:
-            try:
-                return await channel.publish(topic, data, retry=retry)
-            except ConnectionError:
-                await anyio.sleep(0.02)
 
 
 async def tokens(count: int, pace: float) -> AsyncIterator[str]:
@@ -110,7 +102,7 @@ async def app(scope: Any, receive: Any, send: Any) -> Stream | None:
         ids = []
         retry = int(query["retry"]) if "retry" in query else None
         for n in range(int(query["start"]), int(query["stop"])):
-            ids.append(await publish_retrying(topic, n, retry))
+            ids.append(await publish_until_stored(channel, topic, n, retry=retry))
             await anyio.sleep(float(query.get("pace", 0)) / 1000)
         await answer(send, 200, ids)
     elif action == "close":
