@@ -42,7 +42,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import machine_info, raise_nofile  # noqa: E402
+from common import machine_info, raise_nofile, use_library  # noqa: E402
 from e2e_server import REDIS_URL_ENV  # noqa: E402
 from e2e_sockets import redis_command  # noqa: E402
 from run import (  # noqa: E402
@@ -662,6 +662,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-redis", action="store_true", help="skip the Redis Channel")
     parser.add_argument(
+        "--library",
+        type=Path,
+        default=HERE.parent,
+        help="the directory holding the asgi_stream package measured (default: this "
+        "checkout, whatever the environment installed)",
+    )
+    parser.add_argument(
         "--replot",
         type=Path,
         metavar="RESULTS_JSON",
@@ -708,6 +715,9 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(
         ["python", "benchmarks/channels.py", *(sys.argv[1:] if argv is None else argv)]
     )
+    if not (args.library / "asgi_stream" / "__init__.py").exists():
+        raise SystemExit(f"--library: no asgi_stream package in {args.library}")
+    use_library(str(args.library.resolve()))  # the servers too
     info = machine_info()
     info["asgi_stream source"] = source_revision()
 

@@ -85,6 +85,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
+def use_library(directory: str) -> None:
+    """Import ``asgi_stream`` from ``directory`` (the one that holds the package), in this
+    process and in every process it starts from now on (``PYTHONPATH``).
+
+    A script's own folder comes first on ``sys.path``, not the working directory, so without
+    this a server would import whichever asgi_stream the environment installed: with an
+    editable install of another checkout, that checkout's code, as it is at that moment."""
+    sys.path.insert(0, directory)
+    rest = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = directory + (os.pathsep + rest if rest else "")
+
+
 def raise_nofile(needed: int) -> int:
     """Raise the soft limit of open files to ``needed`` if the hard limit allows; returns
     the soft limit in force."""
