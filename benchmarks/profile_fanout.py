@@ -106,13 +106,21 @@ def main() -> int:
     parser.add_argument("--freeze", action="store_true", help="gc.freeze() before publishing")
     parser.add_argument("--top", type=int, default=25, help="functions listed")
     parser.add_argument("--keep", type=Path, help="keep py-spy's raw output here")
+    parser.add_argument(
+        "--library",
+        type=Path,
+        default=HERE.parent,
+        help="the directory holding the asgi_stream package profiled (default: this checkout)",
+    )
     args = parser.parse_args()
     if args.implementation not in IMPLEMENTATIONS:
         parser.error(f"implementation: one of {', '.join(IMPLEMENTATIONS)}")
     if "Redis" in args.implementation:
         parser.error("the Redis Channel needs a redis-server: use channels.py's")
     spy = py_spy()
-    use_library(str(HERE.parent))  # the server profiles this checkout's asgi_stream
+    if not (args.library / "asgi_stream" / "__init__.py").exists():
+        parser.error(f"--library: no asgi_stream package in {args.library}")
+    use_library(str(args.library.resolve()))  # what the server imports (see channels.py)
     need = args.subscribers + 256
     raise_nofile(need)
     if args.freeze:
@@ -132,6 +140,8 @@ def main() -> int:
             try:
                 e2e_sockets.wait_for_subscribers(server.url, args.subscribers)
                 time.sleep(1)
+                # before py-spy starts: with --freeze this collects (a few hundred ms)
+                e2e_sockets.control(server.url, "/control/gc?reset=1")
                 recorder = subprocess.Popen(
                     [spy, "record", "--pid", str(server.pid), "--duration",
                      str(max(1, round(events * args.interval))), "--rate", "200",
@@ -140,7 +150,6 @@ def main() -> int:
                     stderr=subprocess.PIPE,
                 )  # fmt: skip
                 time.sleep(0.5)  # py-spy attached
-                e2e_sockets.control(server.url, "/control/gc?reset=1")
                 delivered[0] = 0
                 cpu0 = cpu_seconds(server.pid)
                 e2e_sockets.control(
