@@ -34,6 +34,16 @@ Fan-out (value-based streams, the same payloads for every implementation):
                               /control/gc?reset=1, and the longest single pause
     /control/objects          ``len(gc.get_objects())`` after ``gc.collect()``
     /control/collect          ``gc.collect()``: how many unreachable objects it found
+
+Channels (``asgi_stream Channel`` and ``asgi_stream Channel (Redis)`` only; the channel is
+entered in the app's lifespan; benchmarks/channels.py):
+
+    /subscribe                ``Stream(channel.subscribe(topic, last_event_id=...))``: the
+                              library's reset event first (see ``channel_app``), then every
+                              event published to the topic
+    /replay?topic=T           ``Stream(channel.subscribe(T))``: the history after the
+                              request's ``Last-Event-ID``, then live
+    /control/fill?topic=T&n=N publish N events to T; the first one's id as JSON
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ import contextlib
 import gc
 import json
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -66,7 +77,6 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 Wrap = Callable[[dict[str, Any]], Any]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-IMPLEMENTATIONS = ("hand-written loop", "asgi_stream", "sse-starlette")
 SERVERS = ("hypercorn", "uvicorn")
 background: set[asyncio.Task[None]] = set()
 cleaned: dict[str, float] = {}  # /track id -> time.monotonic() of the producer's cleanup
@@ -133,7 +143,13 @@ SOURCES = {
 
 HELLO = {"hello": True}
 subscriber_count: list[Callable[[], int]] = [lambda: 0]
-publish_one: list[Callable[[dict[str, Any]], None]] = [lambda item: None]
+# A maker's publish: returns None (it delivered at once) or an awaitable (a channel's publish).
+publish_one: list[Callable[[dict[str, Any]], Awaitable[object] | None]] = [lambda item: None]
+# What a maker needs open while the server runs (a channel), entered in the app's lifespan.
+lifespan_contexts: list[Callable[[], contextlib.AbstractAsyncContextManager[Any]]] = []
+# A maker's own streaming paths and control endpoints (JSON answers).
+stream_paths: set[str] = {*SOURCES, "/subscribe"}
+controls: dict[str, Callable[[dict[str, str]], Awaitable[Any]]] = {}
 
 
 class GCTimer:
@@ -180,7 +196,9 @@ async def publisher(n: int, interval: float) -> None:
     publish = publish_one[0]
     start = time.monotonic()
     for i in range(n):
-        publish({"t": time.monotonic(), "i": i, "msg": ITEM_TEXT})
+        pending = publish({"t": time.monotonic(), "i": i, "msg": ITEM_TEXT})
+        if pending is not None:  # a channel's publish (once per event: no cost per delivery)
+            await pending
         if interval > 0:
             await asyncio.sleep(max(0.0, start + (i + 1) * interval - time.monotonic()))
         else:
@@ -337,11 +355,89 @@ def sse_starlette_app() -> Callable[..., Awaitable[None]]:
     return app
 
 
-MAKERS = {
+# The history a benchmark channel keeps: room for the replay benchmark's 1,000 events back
+# (the Last-Event-ID itself must still be kept to resume after it, and Redis trims
+# approximately). Its size does not change what a publish costs (a bounded deque, or Redis's
+# ``XADD MAXLEN ~``, which trims whole nodes now and then).
+CHANNEL_HISTORY = 2_000
+# Where ``asgi_stream Channel (Redis)`` finds its redis-server (set by benchmarks/channels.py).
+REDIS_URL_ENV = "ASGI_STREAM_BENCH_REDIS_URL"
+# The Last-Event-ID every fan-out subscriber gives: never issued, so the channel answers with
+# its reset event, which is the subscriber's first event (see ``channel_app``).
+FANOUT_RESUME_FROM = "bench-first-event"
+
+
+def channel_app(url: str | None) -> Callable[..., Awaitable[None]]:
+    """The channel pattern: one ``Channel`` entered in the lifespan, each subscriber a
+    ``Stream(channel.subscribe(topic))``, one ``await channel.publish(topic, item)`` per
+    event (encoded once, the same frame bytes queued for every subscriber), behind
+    StreamMiddleware.
+
+    The fan-out client waits for every subscriber's first event before it publishes. A
+    subscription gives one only from the topic's history or the reset event, so each batch of
+    subscribers (from the first one to arrive while none is connected, to the last one to
+    leave) gets a topic of its own, never published to before, and subscribes with an id the
+    channel never issued: its first event is the reset event (``{"last_event_id": ...,
+    "earliest": null}``, no timestamp, so the client counts it neither as a delivery nor as
+    a latency sample), and no event of an earlier batch, or of an earlier server process on
+    the same Redis (the topic names a random token), ever reaches it."""
+    from asgi_stream import Channel, Stream, StreamMiddleware
+
+    channel = Channel(url, history=CHANNEL_HISTORY)
+    lifespan_contexts.append(lambda: channel)
+    token = secrets.token_hex(4)
+    state = {"batch": 0, "subscribers": 0}
+    topic = [f"fanout-{token}-0"]
+
+    def publish(item: dict[str, Any]) -> Awaitable[str]:
+        return channel.publish(topic[0], item)
+
+    def left(reason: object) -> None:
+        state["subscribers"] -= 1
+
+    subscriber_count[0] = lambda: state["subscribers"]
+    publish_one[0] = publish
+
+    async def fill(params: dict[str, str]) -> str:
+        """Publish ``n`` events to ``topic`` (the replay's history); the first one's id."""
+        name, n = params["topic"], int(params["n"])
+        ids = [await channel.publish(name, make_item(i)) for i in range(n)]
+        return ids[0]
+
+    controls["/control/fill"] = fill
+    stream_paths.add("/replay")
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> Stream:
+        path, params = scope["path"], scope["bench.params"]
+        if path == "/subscribe":
+            if state["subscribers"] == 0:  # a new batch: a topic nobody published to yet
+                state["batch"] += 1
+                topic[0] = f"fanout-{token}-{state['batch']}"
+            state["subscribers"] += 1
+            stream = Stream(channel.subscribe(topic[0], last_event_id=FANOUT_RESUME_FROM))
+            stream.on_close(left)
+            return stream
+        if path == "/replay":  # the history after the request's Last-Event-ID, then live
+            return Stream(channel.subscribe(params["topic"]))
+        return Stream(SOURCES[path](params, None))
+
+    middleware = StreamMiddleware(inner)
+
+    async def app(path: str, params: dict[str, str], scope: Scope, receive: Receive, send: Send):  # type: ignore[no-untyped-def]
+        scope["bench.params"] = params
+        await middleware(scope, receive, send)  # type: ignore[arg-type]
+
+    return app
+
+
+MAKERS: dict[str, Callable[[], Callable[..., Awaitable[None]]]] = {
     "hand-written loop": hand_written_app,
     "asgi_stream": asgi_stream_app,
     "sse-starlette": sse_starlette_app,
+    "asgi_stream Channel": lambda: channel_app(None),
+    "asgi_stream Channel (Redis)": lambda: channel_app(os.environ[REDIS_URL_ENV]),
 }
+IMPLEMENTATIONS = tuple(MAKERS)
 
 
 def router(stream_app: Callable[..., Awaitable[None]]) -> App:
@@ -360,17 +456,29 @@ def router(stream_app: Callable[..., Awaitable[None]]) -> App:
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                await send({"type": message["type"] + ".complete"})
-                if message["type"] == "lifespan.shutdown":
-                    return
+            async with contextlib.AsyncExitStack() as stack:
+                while True:
+                    message = await receive()
+                    if message["type"] == "lifespan.startup":
+                        try:
+                            for context in lifespan_contexts:
+                                await stack.enter_async_context(context())
+                        except Exception as exc:
+                            await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                            return
+                    else:
+                        await stack.aclose()
+                    await send({"type": message["type"] + ".complete"})
+                    if message["type"] == "lifespan.shutdown":
+                        return
         if scope["type"] != "http":
             return
         path = scope["path"]
         params = {k: v[-1] for k, v in parse_qs(scope["query_string"].decode()).items()}
-        if path in SOURCES or path == "/subscribe":
+        if path in stream_paths:
             await stream_app(path, params, scope, receive, send)
+        elif path in controls:
+            await plain(send, 200, json.dumps(await controls[path](params)).encode())
         elif path == "/control/subscribers":
             await plain(send, 200, json.dumps(subscriber_count[0]()).encode())
         elif path == "/control/publish":

@@ -21,6 +21,14 @@ One JSON line per server (in the order of the job's targets):
                  of PATH (``/idle``: automatic mode, ``/subscribe``: value-based)
     first_event  R fresh connections, at most C at a time: time from sending the request to
                  receiving the first complete event
+    replay       a channel's history replay (benchmarks/channels.py): N + 1 events published
+                 to a topic, then R reconnections one at a time, each with the first one's id
+                 as ``Last-Event-ID``: time from sending the request to having received the N
+                 events after it
+
+For a target with a ``redis_port``, ``fanout`` also counts, once every subscriber is
+connected, the server process's TCP connections to that redis-server (``/proc``) and the
+redis-server's clients (``CLIENT LIST``, less the one asking).
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ class Conn:
 
     __slots__ = ("closed", "count", "fd", "head", "pending", "ready", "request", "sent_at", "sock")
 
-    def __init__(self, host: str, port: int, path: str) -> None:
+    def __init__(self, host: str, port: int, path: str, headers: str = "") -> None:
         self.sock = socket.create_connection((host, port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.setblocking(False)
@@ -60,7 +68,7 @@ class Conn:
         self.count = 0
         self.sent_at = 0.0
         self.closed = False
-        self.request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+        self.request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{headers}\r\n".encode()
 
     def send_request(self) -> None:
         self.sent_at = time.perf_counter()
@@ -200,6 +208,66 @@ def open_streams(
     return loop
 
 
+def redis_command(port: int, *args: str) -> bytes:
+    """One command to the redis-server on 127.0.0.1:``port``; its reply's payload (a bulk
+    string's bytes, or a simple reply's line)."""
+    request = f"*{len(args)}\r\n".encode()
+    for arg in args:
+        request += f"${len(arg.encode())}\r\n{arg}\r\n".encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        raw = b""
+        while b"\r\n" not in raw:
+            raw += sock.recv(65536)
+        head, _, rest = raw.partition(b"\r\n")
+        if not head.startswith(b"$"):
+            if head.startswith(b"-"):
+                raise RuntimeError(f"redis: {head.decode()}")
+            return head[1:]
+        length = int(head[1:])
+        while len(rest) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise RuntimeError("redis closed the connection mid-reply")
+            rest += chunk
+        return rest[:length]
+
+
+def tcp_connections_to(pid: int, port: int) -> int:
+    """How many of process ``pid``'s sockets are established TCP connections to ``port``
+    (its ``/proc/<pid>/fd`` socket inodes, looked up in ``/proc/<pid>/net/tcp``)."""
+    inodes: set[str] = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    count = 0
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}") as lines:
+                rows = lines.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            if remote_port == port and fields[3] == "01" and fields[9] in inodes:  # ESTABLISHED
+                count += 1
+    return count
+
+
+def redis_connections(pid: int, port: int) -> dict[str, int]:
+    """The server's connections to the redis-server, counted from both ends."""
+    clients = redis_command(port, "CLIENT", "LIST").decode().strip().splitlines()
+    return {
+        "redis_connections": tcp_connections_to(pid, port),
+        "redis_clients": len(clients) - 1,  # less this one
+    }
+
+
 def wait_for_subscribers(url: str, count: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while (now := control(url, "/control/subscribers")) != count:
@@ -263,8 +331,10 @@ def fanout(
     measure_memory: bool,
 ) -> dict[str, Any]:
     """``variants``: [{"name": ..., "events": E, "interval": S}, ...], run in turn on the same
-    subscribers."""
+    subscribers. A target with a ``redis_port`` also gets its Redis connections counted, once
+    every subscriber is connected."""
     pid, url = target["pid"], target["url"]
+    redis_port: int | None = target.get("redis_port")
     latencies: list[float] = []
     delivered = [0]
 
@@ -299,6 +369,8 @@ def fanout(
             rss1 = vm_rss_kib(pid)
             result["kib_per_stream"] = (rss1 - rss0) / subscribers
             result["objects_per_stream"] = (objects1 - objects0) / subscribers
+        if redis_port is not None:
+            result.update(redis_connections(pid, redis_port))
         for variant in variants:
             time.sleep(0.2)
             latencies.clear()
@@ -415,6 +487,62 @@ def first_event(
     }
 
 
+def replay(
+    target: dict[str, Any], topic: str, events: int, repeats: int, warm: int
+) -> dict[str, float]:
+    """A reconnecting client ``events`` events behind: the server publishes ``events + 1``
+    events to ``topic``, then each repeat opens a connection (not timed), sends the request
+    with the first event's id as ``Last-Event-ID`` and counts ``data:`` lines until all the
+    events after it arrived. Checks that they were resumed (no reset event, the last one
+    last)."""
+    pid, url = target["pid"], target["url"]
+    host, port = split_url(url)
+    after = control(url, f"/control/fill?topic={topic}&n={events + 1}")
+    last = f'"i":{events},'.encode()
+    times: list[float] = []
+    received = bytearray()
+    count = [0]
+
+    def on_data(conn: Conn, data: bytes, now: float) -> None:
+        tail = bytes(received[-4:])
+        received.extend(data)
+        count[0] += (tail + data).count(b"data:")
+        if count[0] >= events and conn.ready is False:
+            conn.ready = True  # done: the time is taken once
+            times.append(time.perf_counter() - conn.sent_at)
+
+    cpu = 0.0
+    for r in range(warm + repeats):
+        received.clear()
+        count[0] = 0
+        loop = Loop(on_data)
+        conn = Conn(host, port, f"/replay?topic={topic}", f"Last-Event-ID: {after}\r\n")
+        try:
+            loop.add(conn)
+            cpu0 = cpu_seconds(pid)
+            conn.send_request()
+            loop.run_until(lambda conn=conn: conn.ready, 30, "replay")  # type: ignore[misc]
+            if r >= warm:
+                cpu += cpu_seconds(pid) - cpu0
+        finally:
+            loop.close()
+        body = bytes(received)
+        if not body.startswith(b"HTTP/1.1 200") or b"event:" in body or last not in body:
+            raise RuntimeError(f"not a resumed history of {events} events: {body[:300]!r}")
+        if count[0] != events:
+            raise RuntimeError(f"{count[0]} events replayed, expected {events}")
+        if r < warm:
+            times.pop()
+        time.sleep(0.02)  # the server lets go of the subscription
+    return {
+        "p50_ms": percentile(times, 50) * 1000,
+        "p90_ms": percentile(times, 90) * 1000,
+        "min_ms": min(times) * 1000,
+        "max_ms": max(times) * 1000,
+        "server_cpu_ms": cpu / repeats * 1000,
+    }
+
+
 def run_job(job: dict[str, Any]) -> None:
     params = job["params"]
     scenario = job["scenario"]
@@ -433,6 +561,16 @@ def run_job(job: dict[str, Any]) -> None:
                         params["variants"],
                         params["settle"],
                         params.get("memory", False),
+                    )
+                )
+            elif scenario == "replay":
+                result.update(
+                    replay(
+                        target,
+                        params["topic"],
+                        params["events"],
+                        params["repeats"],
+                        params.get("warm", 0),
                     )
                 )
             elif scenario == "memory":

@@ -1,5 +1,6 @@
 """The benchmark scripts keep working: tiny runs (``--quick``) of ``benchmarks/run.py`` and
-``benchmarks/reliability.py`` print their tables, end to end.
+``benchmarks/reliability.py`` print their tables, end to end, and ``benchmarks/channels.py``
+writes its results.
 
 Not timed tests: nothing here asserts a speed. ``run.py`` reports every benchmark, sse-starlette
 included (the ``test`` extra installs it); its chart needs matplotlib (the ``bench`` extra) and
@@ -10,6 +11,8 @@ lost.
 from __future__ import annotations
 
 import importlib.util
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +85,37 @@ def test_the_reliability_benchmark_runs_and_prints_its_table() -> None:
     ):
         assert any(line.startswith("| ") and label in line for line in lines), label
     assert "| Data lost | 0 |" in lines, report
+
+
+def test_the_channel_benchmark_runs_and_writes_its_results(tmp_path: Path) -> None:
+    """``channels.py --quick``: the Channel's rows (fan-out, GC, replay; Redis connections
+    where redis-server and coredis are installed) beside the three other fan-out patterns,
+    in the printed table and in the files it writes."""
+    lines, report = run_quick("channels.py", "--out", str(tmp_path), timeout=150)
+    header = next((line for line in lines if line.startswith("benchmark")), None)
+    assert header is not None and "Channel ÷ this" in header, report
+    rows = [line for line in lines if line.startswith("C")]
+    for group in ("C1 fan-out, paced", "C2 fan-out, back to back", "C3 fan-out, GC"):
+        for name in (
+            "asgi_stream Channel ",
+            "hand-written loop",
+            "sse-starlette",
+            "value-based Streams (old README)",
+        ):
+            assert any(r.startswith(group) and name in r for r in rows), f"{group} {name}\n{report}"
+    replay = [r for r in rows if r.startswith("C5 history replay")]
+    assert any("asgi_stream Channel " in r and "p50" in r for r in replay), report
+    for server in ("hypercorn:", "uvicorn:"):
+        assert any(server in r for r in rows), report
+    assert not any(" error " in row for row in rows), report
+    if shutil.which("redis-server") and importlib.util.find_spec("coredis") is not None:
+        connections = [r for r in rows if r.startswith("C4 Redis connections")]
+        assert connections and all("connections" in r for r in connections), report
+        assert any("asgi_stream Channel (Redis)" in r and "p50" in r for r in replay), report
+    markdown = (tmp_path / "channels_results.md").read_text()
+    assert "| benchmark |" in markdown and "asgi_stream Channel" in markdown
+    assert "## Targets of the issue" in markdown and "## Machine" in markdown
+    raw = json.loads((tmp_path / "channels_results.json").read_text())
+    assert {g["title"] for g in raw["groups"]} >= {"C1 fan-out, paced", "C5 history replay"}
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (tmp_path / "channels_results.png").stat().st_size > 0
