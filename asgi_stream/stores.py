@@ -178,7 +178,8 @@ class MemoryStore:
             return History(True, end, earliest, newest)
         n = kept.number(after)
         oldest = entries[0][0] if entries else kept.issued + 1
-        if n is None or not (n == kept.issued or oldest <= n <= kept.issued):
+        # Numbers are contiguous here: the id just before the oldest kept misses nothing.
+        if n is None or not oldest - 1 <= n <= kept.issued:
             return History(False, [*(entry for _, entry in entries), *end], earliest, newest)
         return History(True, [*(entry for m, entry in entries if m > n), *end], earliest, newest)
 

@@ -210,3 +210,17 @@ async def test_leaving_async_with_ends_the_open_subscriptions(
             await peer.wait_for(lambda: len(events(peer.data)) == 1)
         await peer.wait_for(lambda: peer.finished)
     assert peer.status == 200 and events(peer.data)[0]["data"] == "last"
+
+
+async def test_the_id_just_before_the_oldest_kept_resumes_on_the_memory_store() -> None:
+    """Nothing it missed was trimmed: no reset event (memory numbers its events one by one;
+    Redis cannot tell, and sends the reset event)."""
+    async with Channel(history=3) as channel:
+        ids = [await channel.publish("t", n) for n in range(5)]
+        await channel.close("t")
+        peer = with_last_event_id(Peer(), ids[1])  # ids[2:] are kept
+        await subscriber_app(channel)(peer.scope, peer.receive, peer.send)
+        assert [e["id"] for e in events(peer.body)] == ids[2:]
+        peer = with_last_event_id(Peer(), ids[0])
+        await subscriber_app(channel)(peer.scope, peer.receive, peer.send)
+        assert events(peer.body)[0]["event"] == "reset"
