@@ -568,3 +568,41 @@ async def test_the_example_app_streams_and_shuts_down() -> None:
                 rest = [line async for line in lines]
             assert module.app.active == 0
             assert all(not line or line.startswith(("data: ", "event: ")) for line in rest)
+
+
+async def test_a_channel_in_the_lifespan_feeds_endpoints_and_resumes() -> None:
+    """The README's channel, FastAPI style: entered in the lifespan, one endpoint
+    subscribes, another publishes; a reconnect with Last-Event-ID gets what it missed."""
+    from contextlib import asynccontextmanager
+
+    channel = asgi_stream.Channel()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with channel:
+            yield
+
+    api = FastAPI(lifespan=lifespan)
+
+    @api.get("/orders")
+    async def orders() -> Stream:
+        return Stream(channel.subscribe("orders"))
+
+    @api.post("/orders")
+    async def place(order: dict[str, Any]) -> dict[str, str]:
+        return {"id": await channel.publish("orders", order, event="order")}
+
+    app = asgi_stream.StreamMiddleware(api)
+    async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as client:
+        with anyio.fail_after(TIMEOUT):
+            async with aconnect_sse(client, "GET", "/orders") as source:
+                first = (await client.post("/orders", json={"n": 1})).json()["id"]
+                async for sse in source.aiter_sse():
+                    assert (sse.event, sse.id, sse.json()) == ("order", first, {"n": 1})
+                    break
+            second = (await client.post("/orders", json={"n": 2})).json()["id"]
+            headers = {"Last-Event-ID": first}
+            async with aconnect_sse(client, "GET", "/orders", headers=headers) as source:
+                async for sse in source.aiter_sse():
+                    assert (sse.id, sse.json()) == (second, {"n": 2})
+                    break
