@@ -33,8 +33,9 @@ ORDER = [
     "django",
     "starlette",
     "hypercorn",
+    "uvicorn",
 ]
-INTEGRATIONS = {"quart", "django", "starlette", "hypercorn"}
+INTEGRATIONS = {"quart", "django", "starlette", "hypercorn", "uvicorn"}
 MAX_CLASS_LINES = 250
 
 
