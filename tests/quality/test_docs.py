@@ -1,0 +1,90 @@
+"""The documentation site stays true: ``mkdocs build --strict`` passes (a broken link or
+reference fails it, as the second test shows), every Python example on it compiles, and the
+quick start's and raw ASGI page's apps run."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.peer import Peer
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = sorted((ROOT / "docs").rglob("*.md"))
+BLOCKS = [
+    (page, index, block)
+    for page in PAGES
+    for index, block in enumerate(
+        re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.S)
+    )
+]
+
+
+def mkdocs_build(root: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(out)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"NO_MKDOCS_2_WARNING": "1", "PATH": "/usr/bin:/bin"},
+    )
+
+
+@pytest.mark.slow
+def test_the_site_builds_strictly(tmp_path: Path) -> None:
+    done = mkdocs_build(ROOT, tmp_path / "site")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "site" / "api" / "index.html").read_text().count("asgi_stream.Stream") > 3
+
+
+@pytest.mark.slow
+def test_a_broken_link_fails_the_build(tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    for name in ("docs", "asgi_stream", "benchmarks"):
+        shutil.copytree(ROOT / name, copy / name, symlinks=True)
+    for name in ("mkdocs.yml", "CHANGELOG.md"):
+        shutil.copy(ROOT / name, copy / name)
+    page = copy / "docs" / "quickstart.md"
+    page.write_text(page.read_text() + "\nSee [nowhere](no-such-page.md).\n")
+    done = mkdocs_build(copy, tmp_path / "site")
+    assert done.returncode != 0 and "no-such-page.md" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("page", "index", "block"),
+    BLOCKS,
+    ids=[f"{page.relative_to(ROOT)}:{index + 1}" for page, index, _ in BLOCKS],
+)
+def test_python_examples_compile(page: Path, index: int, block: str) -> None:
+    compile(block, f"{page.relative_to(ROOT)} python block {index + 1}", "exec")
+
+
+def example(page: str, index: int = 0) -> dict[str, Any]:
+    """Run one of a page's Python examples; what it defines."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / page).read_text(), flags=re.S)
+    namespace: dict[str, Any] = {"__name__": "example"}
+    exec(compile(blocks[index], page, "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.anyio
+async def test_the_quick_start_streams_hello_world() -> None:
+    app = example("quickstart.md")["app"]
+    peer = Peer()
+    await app(peer.scope, peer.receive, peer.send)
+    assert peer.status == 200 and peer.body == b"data: hello\n\ndata: world\n\n"
+
+
+@pytest.mark.anyio
+async def test_the_raw_asgi_page_routes_and_answers_404() -> None:
+    app = example("frameworks/raw-asgi.md")["app"]
+    peer = Peer(path="/elsewhere")
+    await app(peer.scope, peer.receive, peer.send)
+    assert peer.status == 404 and peer.body == b"not found\n"
