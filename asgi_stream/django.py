@@ -1,31 +1,10 @@
 """Django integration: a view may ``return Stream(...)``.
 
-Two pieces, one on each side of Django:
-
-``settings.py``::
-
-    MIDDLEWARE = [
-        ...,  # Session, CSRF, Common, Security, GZip...: they all work
-        "asgi_stream.django.StreamViewMiddleware",  # last: closest to the views
-    ]
-
-``asgi.py``::
-
-    application = asgi_stream.django.get_asgi_application()
-    # = asgi_stream.StreamMiddleware(django.core.asgi.get_asgi_application()), checked
-
-A Django response must be an ``HttpResponse``, so :class:`StreamViewMiddleware` hands the
-Stream a view returns over to the ASGI :class:`~asgi_stream.StreamMiddleware` around Django
-and answers with an empty streaming *stand-in* response. Django's middleware treat the stand-in
-as the response it is (cookies, ``Vary``, security headers; no buffering, no ``Content-Length``,
-no ETag, no gzip of a body it does not have), Django sends it, and the ASGI middleware sends the
-Stream in its place with the headers Django added: one driver for every framework.
-
-A **sync view**'s iterable source (a generator doing ORM queries, a plain iterator) is iterated
-with :func:`~asgi_stream.iterate_in_thread`: in one thread of its own, item by item, never on
-the event loop; the database connections it opened there are closed when it ends. An async
-view's source runs as in any ASGI app (use an async generator and Django's async ORM, or
-``iterate_in_thread``).
+:class:`StreamViewMiddleware` (last in ``MIDDLEWARE``) hands the Stream a view returns over to
+the ASGI :class:`~asgi_stream.StreamMiddleware` around Django (``get_asgi_application()``) and
+answers with an empty streaming stand-in, which Django's middleware treat as usual. A sync
+view's iterable source runs in a thread of its own (:func:`~asgi_stream.iterate_in_thread`).
+The guide: ``docs/frameworks/django.md``.
 """
 
 from __future__ import annotations

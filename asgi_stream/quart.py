@@ -1,24 +1,10 @@
 """Quart integration: call ``init_app(app)`` once, then a view may ``return Stream(...)``.
 
-``StreamMiddleware`` alone is not enough for Quart: Quart turns a view's return value into a
-Response in ``app.make_response`` and rejects any other type ("The response value type (Stream)
-is not valid"), so a Stream never reaches the middleware. :func:`init_app` therefore does two
-things:
-
-- wraps ``app.asgi_app`` in :class:`StreamMiddleware` (Quart's documented place for ASGI
-  middleware; serving ``app`` itself still works, e.g. ``hypercorn module:app``);
-- wraps the instance's ``make_response`` so that a Stream, alone or in Quart's tuple forms
-  ``(stream, status)``, ``(stream, headers)``, ``(stream, status, headers)``, is handed over
-  (:func:`asgi_stream.hand_over`) and replaced by an empty *stand-in* response
-  (:func:`accept_streams` alone does this half, for an ``asgi_app`` wrapped by hand).
-
-Quart then treats the stand-in like any response (``after_request`` hooks, the session cookie,
-``quart_cors``) and sends it; the middleware keeps its status and the headers added to it,
-drops its empty body, and drives the Stream after Quart has returned. Two consequences:
-
-- ``RESPONSE_TIMEOUT`` only limits sending the (empty) stand-in, never the stream;
-- the stream runs after the view, outside Quart's request context: read ``request``,
-  ``session`` and ``g`` in the view and pass what the producer needs to it.
+Quart turns a view's return value into a Response and rejects any other type, so a Stream
+never reaches the middleware on its own: :func:`init_app` wraps ``app.asgi_app`` in
+:class:`StreamMiddleware` and ``make_response`` so that a Stream (alone or in Quart's tuple
+forms) is handed over and replaced by an empty stand-in response, which Quart's hooks see as
+usual. The guide: ``docs/frameworks/quart.md``.
 """
 
 from __future__ import annotations

@@ -1,37 +1,11 @@
-"""Starlette and FastAPI: return a Stream from a route or an endpoint (FastAPI is Starlette).
+"""Starlette and FastAPI: return a Stream from a route or an endpoint.
 
-Wiring, the same for both::
-
-    app = StreamMiddleware(Starlette(routes=[...]))  # or StreamMiddleware(FastAPI())
-
-``StreamMiddleware`` goes *outermost*, around the whole app, and you keep the instance:
-``app.active`` counts the live streams and ``await app.shutdown()`` ends them (call it before
-the server stops, e.g. from hypercorn's ``shutdown_trigger``). ``app.add_middleware(
-StreamMiddleware)`` would work too, but it hides the instance, so nothing could call
-``shutdown()``.
-
-Starlette calls whatever a route returns as an ASGI app: a Stream runs there, *inside*
-Starlette's stack (``CORSMiddleware``, ``SessionMiddleware``, ``GZipMiddleware`` see its
-response start and add their headers), and, because the middleware set the request's
-context, it is driven by that middleware: tracked, and ended by ``shutdown()``. A plain
-:class:`asgi_stream.Stream` already works from a Starlette route.
-
-FastAPI serialises to JSON every endpoint result that is not a Starlette ``Response``.
-Return this module's :class:`Stream` instead: the same Stream, and also a ``Response``, so
-FastAPI sends it as it is, attaches the endpoint's ``BackgroundTasks`` and runs them after
-the stream ends. Once this module is imported, a plain ``asgi_stream.Stream`` returned from a
-FastAPI endpoint raises a ``TypeError`` that names this class, instead of becoming JSON.
-
-Dependencies with ``yield`` (FastAPI): the stream runs after the endpoint has returned.
-A dependency with the default ``scope="request"`` is closed after the stream has ended
-(``on_close`` has run and the background tasks too), so a producer may keep using it (a
-database session, say) while it streams. One with ``Depends(..., scope="function")`` is
-closed as soon as the endpoint returns, *before* the stream starts: the producer must not
-use it. Nothing of the stream is raised into a dependency: a disconnect, a shutdown or a
-failing producer ends the stream (``on_close`` tells which), and the dependency exits normally.
-
-FastAPI ignores its ``response: Response`` parameter when an endpoint returns a Response:
-set headers and cookies on the Stream (``stream.set_cookie(...)``).
+Wire ``app = StreamMiddleware(Starlette(...))`` (or ``FastAPI()``) outermost, and keep the
+instance (``active``, ``shutdown()``). Starlette runs a returned Stream as an ASGI app inside
+its stack; FastAPI needs this module's :class:`Stream` (also a Starlette ``Response``), and once
+this module is imported a plain ``asgi_stream.Stream`` returned from a FastAPI endpoint raises
+a ``TypeError`` naming it, instead of becoming JSON. The guide:
+``docs/frameworks/starlette.md`` and ``docs/frameworks/fastapi.md``.
 """
 
 from __future__ import annotations

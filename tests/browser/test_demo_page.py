@@ -2,7 +2,7 @@
 
 The page keeps what its EventSources received in ``window.demo``; the tests read it, and the
 demo app's ``_closed`` hook (each stream's ``on_close``) tells what the server saw. The first test
-also takes the README's screenshot when asked: ``DEMO_SCREENSHOT=docs/demo.png`` (a test run
+also takes the README's screenshot when asked: ``DEMO_SCREENSHOT=docs/assets/demo.png`` (a test run
 writes no tracked file otherwise).
 """
 

@@ -686,11 +686,8 @@ async def test_the_example_script_ends_a_live_stream_on_ctrl_c() -> None:
     assert "Traceback" not in output
 
 
-def test_the_readme_shows_the_example() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    if "\n### Quart\n" not in readme:
-        pytest.skip("README.md has no Quart section yet")
-    section = readme.split("\n### Quart\n", 1)[1].split("\n#", 1)[0]
+def test_the_documentation_shows_the_example() -> None:
+    section = (ROOT / "docs" / "frameworks" / "quart.md").read_text(encoding="utf-8")
     code = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
     assert code == EXAMPLE.read_text(encoding="utf-8")
     assert f"Quart {quart_version}" in section
