@@ -78,6 +78,7 @@ class Subscription(Source):
         live, self.merging = self.merging, None
         if not history.resumed:
             self.put(channel.reset_frame(given, history.earliest))
+            channel.resets += 1
         for entry in history.entries:
             self.put(entry.frame)
         # Everything stored up to the history's newest id was in it, or before ``given``:
@@ -166,6 +167,16 @@ class Channel:
         self._subscribers: dict[str, set[Subscription]] = {}
         self._producers: dict[str, anyio.CancelScope] = {}
         self._tg: anyio.abc.TaskGroup | None = None
+        self.resets = 0  # reset events sent by this process (``stats``)
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Counts to export: this process's ``subscribers`` per topic, and the ``resets``
+        (reset events) it sent."""
+        return {
+            "subscribers": {topic: len(found) for topic, found in self._subscribers.items()},
+            "resets": self.resets,
+        }
 
     def _store(self) -> Store:
         if self.url is None:
@@ -290,6 +301,7 @@ class Channel:
             reset = self.reset_frame(lost, earliest)
             for subscriber in subscribers:
                 subscriber.lost(reset)
+            self.resets += len(subscribers)
         for entry in entries:
             for subscriber in subscribers:
                 subscriber.take(entry)

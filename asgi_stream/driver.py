@@ -396,7 +396,7 @@ class _Writer:
         self.timer: anyio.CancelScope | None = None
         # A write that another task started (``write_at_once``) and that must wait: the
         # send's coroutine and what it suspended on; this writer finishes it first.
-        self.inflight: tuple[Any, Any] | None = None
+        self.inflight: tuple[Any, Any, int] | None = None
 
     def _failed(self, exc: Exception) -> None:
         """A write failed: the response is broken, whatever was queued."""
@@ -413,9 +413,10 @@ class _Writer:
         try:
             while not self.broken:
                 if self.inflight is not None:  # begun by another task: finished here
-                    (step, signal), self.inflight = self.inflight, None
+                    (step, signal, size), self.inflight = self.inflight, None
                     await rest_of(step, signal)
                     queue.writing = False
+                    queue.tally.bytes += size
                     self.last_write = self.clock()
                     continue
                 if not queue.frames and queue.reason is None:
@@ -426,6 +427,7 @@ class _Writer:
                 queue.writing = True
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 queue.writing = False
+                queue.tally.bytes += len(chunk)
                 self.last_write = self.clock()
             if not self.broken and queue.reason not in DROPPING:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -448,6 +450,7 @@ class _Writer:
                 queue.writing = True
                 await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
                 queue.writing = False
+                queue.tally.bytes += len(chunk)
                 self.last_write = self.clock()
             except Exception as exc:
                 self._failed(exc)
@@ -465,19 +468,20 @@ class _Writer:
         try:
             signal = step.send(None)
         except StopIteration:
+            self.queue.tally.bytes += len(frame)
             self.last_write = self.clock()
             return
         except Exception as exc:
             self._failed(exc)
             return
         self.queue.writing = True
-        self.inflight = (step, signal)
+        self.inflight = (step, signal, len(frame))
         self.queue.parking.wake()
 
     def abandon(self) -> None:
         """The stream is over and its writer gone: close a write it never took over."""
         if self.inflight is not None:
-            (step, _), self.inflight = self.inflight, None
+            (step, _, _), self.inflight = self.inflight, None
             step.close()
 
     # -- the heartbeat -----------------------------------------------------------------
@@ -499,6 +503,7 @@ class _Writer:
         if now >= self.deadline():  # else a write came meanwhile: the next deadline is later
             queue = self.queue
             if queue.reason is None and not queue.frames:
+                queue.tally.pings += 1
                 if queue.write_now is not None and queue.parking.waiting:
                     await self.write_now(queue.push, PING)  # the writer is idle (or unstarted)
                 else:

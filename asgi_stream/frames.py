@@ -17,7 +17,7 @@ import anyio
 
 from .parking import Parking, parking
 
-__all__ = ["DROPPING", "CloseReason", "FrameQueue", "call_soon_threadsafe"]
+__all__ = ["DROPPING", "UNCOUNTED", "CloseReason", "FrameQueue", "Tally", "call_soon_threadsafe"]
 
 CloseReason = Literal["complete", "disconnect", "slow-client", "shutdown", "error"]
 # Reasons that end a stream without flushing it: what is queued is dropped at once.
@@ -39,6 +39,22 @@ def call_soon_threadsafe() -> Callable[..., object]:
         return trio.lowlevel.current_trio_token().run_sync_soon  # type: ignore[no-any-return]
 
 
+class Tally:
+    """What the streams that share it queued and wrote: plain integers, one increment per
+    frame and per write (``StreamMiddleware.stats`` reads them)."""
+
+    __slots__ = ("bytes", "frames", "pings")
+
+    def __init__(self) -> None:
+        self.frames = 0  # frames queued: events, proxied chunks, heartbeats
+        self.pings = 0  # of which heartbeats
+        self.bytes = 0  # body bytes the server took
+
+
+UNCOUNTED: Final = Tally()
+"""The tally of a queue nobody counts (a Stream outside a StreamMiddleware)."""
+
+
 class FrameQueue:
     """Encoded frames waiting for the writer, bounded by ``limit`` bytes while a write is in
     progress (a slower reader than producer is dropped as ``"slow-client"``)."""
@@ -54,6 +70,7 @@ class FrameQueue:
         "reason",
         "room",
         "schedule",
+        "tally",
         "write_at_once",
         "write_now",
         "writing",
@@ -77,6 +94,7 @@ class FrameQueue:
         # Starts writing one frame from the calling task while the writer is parked, the
         # writer finishing it if it must wait (asyncio only; see ``offer``).
         self.write_at_once: Callable[[bytes], None] | None = None
+        self.tally = UNCOUNTED  # the middleware's, once it drives the stream
         # The event loop's thread, and how other threads reach it (``bind``).
         self.loop_thread: int | None = None
         self.schedule: Callable[..., object] | None = None
@@ -139,6 +157,7 @@ class FrameQueue:
 
     def push(self, frame: bytes) -> bool:
         """Queue one frame; ``False`` if the queue overflowed (the client is dropped)."""
+        self.tally.frames += 1
         self.frames.append(frame)
         self.queued += len(frame)
         if self.writing and self.queued > self.limit:
@@ -154,6 +173,7 @@ class FrameQueue:
         so that a publish does not wake one task per subscriber (asyncio)."""
         write = self.write_at_once
         if write is not None and not self.frames and not self.writing and self.parking.waiting:
+            self.tally.frames += 1
             write(frame)
         else:
             self.push(frame)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .driver import drive_claimed, send_plain
-from .frames import CloseReason
+from .frames import CloseReason, Tally
 from .producer import DEFAULT_MAX_BUFFER, DEFAULT_PING, Producer
 from .request import current_request
 from .stream import Stream
@@ -158,11 +158,34 @@ class StreamMiddleware:
         self._idle: anyio.Event | None = None  # set when the last live stream ends
         self._closing = False
         self._adapted = False
+        self._tally = Tally()  # every stream's queue counts into it: one increment per frame
+        self._ended: Counter[CloseReason] = Counter()
 
     @property
     def active(self) -> int:
         """Number of streams being sent right now."""
         return len(self._live)
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Counts to export (Prometheus and the like), since the middleware was made:
+        ``live`` streams now; streams ``ended`` by reason; ``events`` queued (each event,
+        each proxied chunk), heartbeat ``pings`` and body ``bytes`` written."""
+        tally = self._tally
+        reasons: tuple[CloseReason, ...] = (
+            "complete",
+            "disconnect",
+            "slow-client",
+            "shutdown",
+            "error",
+        )
+        return {
+            "live": len(self._live),
+            "ended": {reason: self._ended[reason] for reason in reasons},
+            "events": tally.frames - tally.pings,
+            "pings": tally.pings,
+            "bytes": tally.bytes,
+        }
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -248,6 +271,7 @@ class StreamMiddleware:
                 await send_plain(send, 503, "Service Unavailable: the server is shutting down\n")
             return
         self._live.add(producer)
+        producer.queue.tally = self._tally
         # Forgotten as soon as it ends, before on_close runs, even while a stuck write holds
         # the driver.
         producer.on_end(lambda: self._forget(producer))
@@ -259,7 +283,9 @@ class StreamMiddleware:
             self._forget(producer)
 
     def _forget(self, producer: Producer) -> None:
-        self._live.discard(producer)
+        if producer in self._live:
+            self._live.remove(producer)
+            self._ended[producer.queue.reason or "complete"] += 1
         if not self._live and self._idle is not None:
             self._idle.set()
             self._idle = None

@@ -88,3 +88,26 @@ async def test_the_raw_asgi_page_routes_and_answers_404() -> None:
     peer = Peer(path="/elsewhere")
     await app(peer.scope, peer.receive, peer.send)
     assert peer.status == 404 and peer.body == b"not found\n"
+
+
+@pytest.mark.anyio
+async def test_the_prometheus_collector_exports_the_counts() -> None:
+    from asgi_stream import Channel, Stream, StreamMiddleware
+
+    endpoint = example("observability.md")["metrics_endpoint"]
+    async with Channel() as channel:
+
+        async def inner(scope: Any, receive: Any, send: Any) -> Stream:
+            return Stream(["a", "b"])
+
+        app = StreamMiddleware(inner)
+        peer = Peer()
+        await app(peer.scope, peer.receive, peer.send)
+        scrape = Peer()
+        await endpoint(app, channel)(scrape.scope, scrape.receive, scrape.send)
+    text = scrape.body.decode()
+    assert 'asgi_stream_streams_ended_total{reason="complete"} 1.0' in text
+    assert "asgi_stream_events_total 2.0" in text
+    assert f"asgi_stream_bytes_total {float(len(peer.body))}" in text
+    assert "asgi_stream_live_streams 0.0" in text
+    assert "asgi_stream_channel_resets_total 0.0" in text
