@@ -64,6 +64,7 @@ class Subscription(Source):
         self.seen: tuple[int, int] | None = None  # the newest id its history covered
         self.order = channel.store.order
         self.ended = False  # the topic was closed: end once the pending frames are out
+        self.leaving = False  # the channel is leaving (not the topic's end): no 204
 
     async def prepare(self) -> None:
         given = (
@@ -77,7 +78,7 @@ class Subscription(Source):
         history = await channel.store.read(self.topic, given)
         live, self.merging = self.merging, None
         if not history.resumed:
-            self.put(channel.reset_frame(given, history.earliest))
+            self.put(channel.reset_frame(given, history.earliest, history.entries))
             channel.resets += 1
         for entry in history.entries:
             self.put(entry.frame)
@@ -87,7 +88,7 @@ class Subscription(Source):
             self.seen = self.order(history.newest)
         for entry in live:
             self.take(entry)
-        self.no_content = self.ended and not self.pending
+        self.no_content = self.ended and not self.pending and not self.leaving
 
     async def run(self, queue: FrameQueue, put: Callable[[Any], object], owner: object) -> None:
         self.queue = queue
@@ -125,8 +126,12 @@ class Subscription(Source):
             self.seen = None
             self.put(frame)
 
-    def end(self) -> None:
+    def end(self, *, leaving: bool = False) -> None:
+        """The topic ended (``close``), or the channel is leaving (``leaving``): the stream
+        ends after what is queued; only the first, with nothing to send, answers 204 (which
+        tells a browser never to come back)."""
         self.ended = True
+        self.leaving = self.leaving or leaving
         if self.queue is not None:
             self.queue.end("complete")
 
@@ -215,7 +220,7 @@ class Channel:
         # one is going away, and resume): none is left open with nothing to feed it.
         for subscribers in list(self._subscribers.values()):
             for subscriber in list(subscribers):
-                subscriber.end()
+                subscriber.end(leaving=True)
         tg.cancel_scope.cancel()
         try:
             return await tg.__aexit__(*exc_info)
@@ -248,8 +253,8 @@ class Channel:
             raise ValueError("data is None or an empty str: it makes no event (nothing stored)")
         try:
             return await self.store.append(topic, body)
-        except TopicClosed:
-            raise ValueError(
+        except TopicClosed:  # a ValueError
+            raise TopicClosed(
                 f"topic {topic!r} is closed: nothing more can be published to it"
             ) from None
 
@@ -259,8 +264,14 @@ class Channel:
         self._running("close")
         await self.store.append(_check_topic(topic), None)
 
-    def reset_frame(self, given: str | None, earliest: str | None) -> bytes:
-        return encode_sse({"last_event_id": given, "earliest": earliest}, event=self.reset_event)
+    def reset_frame(self, given: str | None, earliest: str | None, kept: Sequence[Entry]) -> bytes:
+        """The reset event; with nothing but the end after it, it carries the end's id, so
+        that the browser's reconnection resumes there and gets 204 (without an id it would
+        send ``given`` again, and get the reset event again, forever)."""
+        data = {"last_event_id": given, "earliest": earliest}
+        if kept and all(entry.frame is None for entry in kept):
+            return encode_sse(data, event=self.reset_event, id=kept[-1].id)
+        return encode_sse(data, event=self.reset_event)
 
     # -- subscribing ---------------------------------------------------------------------
 
@@ -275,7 +286,9 @@ class Channel:
         return Subscription(self, _check_topic(topic), last_event_id)
 
     def attach(self, subscriber: Subscription) -> None:
-        """Register ``subscriber`` for the topic's new entries (before its history is read)."""
+        """Register ``subscriber`` for the topic's new entries (before its history is read);
+        ``RuntimeError`` once the channel has left its ``async with`` (nothing would feed it)."""
+        self._running("subscribe")
         found = self._subscribers.get(subscriber.topic)
         if found is None:
             found = self._subscribers[subscriber.topic] = set()
@@ -297,8 +310,8 @@ class Channel:
             return
         subscribers = tuple(found)
         if lost is not None:
-            earliest = entries[0].id if entries else None
-            reset = self.reset_frame(lost, earliest)
+            earliest = entries[0].id if entries and entries[0].frame is not None else None
+            reset = self.reset_frame(lost, earliest, entries)
             for subscriber in subscribers:
                 subscriber.lost(reset)
             self.resets += len(subscribers)
@@ -325,9 +338,11 @@ class Channel:
                 try:
                     await adapter.prepare()
                     for item in adapter.first:
-                        await self.publish(topic, item)
+                        await self._publish_item(topic, item)
                     if adapter.iterator is not None:
-                        await _each(adapter.iterator, lambda item: self.publish(topic, item))
+                        await _each(adapter.iterator, lambda item: self._publish_item(topic, item))
+                except TopicClosed:
+                    pass  # cancelled (or closed by someone else): nothing more to publish
                 except Exception as exc:
                     logger.exception("publish_from(%r) failed", topic)
                     with contextlib.suppress(Exception):  # closed meanwhile, or store gone
@@ -344,11 +359,19 @@ class Channel:
                 except Exception:  # the store is gone: its subscribers learn it their way
                     logger.exception("publish_from(%r): closing the topic failed", topic)
 
+    async def _publish_item(self, topic: str, item: Any) -> None:
+        """An item of ``publish_from``'s source; ``None`` and ``""`` make no event, as in
+        automatic mode (an LLM's empty delta), and are passed over."""
+        if item is not None and not (isinstance(item, str) and not item):
+            await self.publish(topic, item)
+
     async def cancel(self, topic: str) -> None:
-        """Stop ``publish_from(topic, ...)``, in whichever process runs it: its source is
-        closed, and the topic."""
+        """Stop ``publish_from(topic, ...)``, in whichever process runs it: the topic is
+        closed first (stored: a producer that misses the word, or runs nowhere any more, is
+        refused at its next publish), then the producer is told (its source is closed)."""
         self._running("cancel")
-        await self.store.cancel(_check_topic(topic))
+        await self.store.append(_check_topic(topic), None)
+        await self.store.cancel(topic)
 
     def cancel_here(self, topic: str) -> None:
         """The store's ``on_cancel``: stop this process's producer of ``topic``, if any."""

@@ -107,7 +107,8 @@ async def drive_claimed(
                 producer.canceller = response.cancel
                 if on_asyncio:
                     queue.write_now = writer.write_now
-                    queue.write_at_once = writer.write_at_once
+                    if splittable(send):
+                        queue.write_at_once = writer.write_at_once
                 response.host = host = anyio.CancelScope()
                 with host:
                     response.start_producer()
@@ -134,6 +135,25 @@ async def drive_claimed(
             await producer.finish()  # idempotent: covers an exception or outer cancellation
             await response.writer_stopped()
             writer.abandon()
+
+
+SPLITTABLE_SENDS: set[tuple[str, str]] = {
+    ("hypercorn.protocol.http_stream", "HTTPStream.app_send"),
+    ("uvicorn.protocols.http.httptools_impl", "RequestResponseCycle.send"),
+    ("uvicorn.protocols.http.h11_impl", "RequestResponseCycle.send"),
+}
+"""The ASGI sends (module, qualified name of the method) whose first step may run in one task
+and the rest in another (``_Writer.write_at_once``, a channel's publish): the servers' own,
+which hold nothing task-bound (an anyio cancel scope, ``asyncio.timeout``) across a
+suspension; checked for hypercorn 0.18 and uvicorn 0.54. Any other send, such as an outer
+middleware's wrapper, is written by the stream's writer task."""
+
+
+def splittable(send: Any) -> bool:
+    func = getattr(send, "__func__", None)
+    return (getattr(func, "__module__", None), getattr(func, "__qualname__", None)) in (
+        SPLITTABLE_SENDS
+    )
 
 
 def _group_on_trio(on_asyncio: bool) -> contextlib.AbstractAsyncContextManager[Any]:
@@ -464,7 +484,8 @@ class _Writer:
         still one write at a time, and the caller never waits. Asyncio only (``drive``)."""
         if self.broken:
             return
-        step: Any = self.send({"type": "http.response.body", "body": frame, "more_body": True})
+        message: Any = {"type": "http.response.body", "body": frame, "more_body": True}
+        step: Any = self.send(message).__await__()  # ASGI asks for an awaitable, not a coroutine
         try:
             signal = step.send(None)
         except StopIteration:

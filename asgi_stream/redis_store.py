@@ -70,19 +70,28 @@ return {1, id}
 
 # KEYS: the topic's stream. ARGV: what is wanted ("live": no history, only whether the topic
 # has ended; "after": the history after ARGV[2], if it holds that id; "all"), the id.
-# Returns {resumed, earliest, newest, entries} ('' for none).
+# Returns {resumed, earliest, newest, entries} ('' for none). The end marker is never the
+# earliest (no client ever gets its id), and it is always returned when the topic has ended.
 _READ: Final = b"""
 local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local earliest, newest = '', ''
-if #first > 0 then earliest = first[1][1]; newest = last[1][1] end
+if #first > 0 then
+  newest = last[1][1]
+  if first[1][2][1] ~= 'c' then earliest = first[1][1] end
+end
+local closed = #last > 0 and last[1][2][1] == 'c'
 if ARGV[1] == 'live' then
-  if #last > 0 and last[1][2][1] == 'c' then return {1, earliest, newest, last} end
+  if closed then return {1, earliest, newest, last} end
   return {1, earliest, newest, {}}
 end
 local after = ARGV[2]
 if ARGV[1] == 'after' and #last > 0 and
     (after == newest or #redis.call('XRANGE', KEYS[1], after, after) > 0) then
+  if after == newest then
+    if closed then return {1, earliest, newest, last} end
+    return {1, earliest, newest, {}}
+  end
   return {1, earliest, newest, redis.call('XRANGE', KEYS[1], '(' .. after, '+')}
 end
 return {0, earliest, newest, redis.call('XRANGE', KEYS[1], '-', '+')}
@@ -149,7 +158,9 @@ class RedisStore:
         self.on_cancel = on_cancel
         self.events_channel = (prefix + "events").encode()
         self.cancel_channel = (prefix + "cancel").encode()
-        self.watched: dict[str, str | None] = {}  # topic: the newest id delivered here
+        # topic: the newest id delivered here ("": the topic was empty; None: not known yet)
+        self.watched: dict[str, str | None] = {}
+        self.starting: dict[str, anyio.Event] = {}  # topics whose first read is under way
         self.deliver: Deliver | None = None
         self.exits = contextlib.AsyncExitStack()
         try:
@@ -230,8 +241,8 @@ class RedisStore:
             return  # nobody here follows it
         prev, raw_id, payload = rest[end:].split(b" ", 2)
         new = raw_id.decode()
-        if last is not None:
-            if _key(new) <= _key(last):  # type: ignore[operator]
+        if last is not None:  # known: "" for a topic that was empty, else the newest id
+            if last and _key(new) <= _key(last):  # type: ignore[operator]
                 return  # delivered already (read from the history)
             if prev.decode() != last:
                 await self.catch_up(topic)  # something was missed: read the gap
@@ -241,18 +252,19 @@ class RedisStore:
         self.deliver(topic, (self.entry(topic, new, payload),), None)
 
     async def catch_up(self, topic: str) -> None:
-        """Deliver what the history holds after the newest id delivered here; the reset
-        event first if that id is no longer there."""
+        """Deliver what the history holds after the newest id delivered here (all of it if
+        the topic was empty then); the reset event first if that id is no longer there."""
         last = self.watched.get(topic)
         if last is None:
-            return
-        resumed, _, newest, entries = await self.read_raw(topic, last)
+            return  # not known yet: the first subscriber's read sets it
+        resumed, _, newest, entries = await self.read_raw(topic, last or None)
         if self.watched.get(topic, "-") != last:
             return  # unwatched meanwhile
-        self.watched[topic] = newest
-        if entries or not resumed:
+        self.watched[topic] = newest or ""
+        lost = not resumed and last != ""  # from an empty topic, everything is new
+        if entries or lost:
             assert self.deliver is not None
-            self.deliver(topic, entries, None if resumed else public_id(topic, last))
+            self.deliver(topic, entries, public_id(topic, last) if lost else None)
 
     @staticmethod
     def entry(topic: str, raw_id: str, payload: bytes) -> Entry:
@@ -286,11 +298,26 @@ class RedisStore:
         return public_id(topic, raw_id.decode())
 
     async def read(self, topic: str, after: str | None) -> History:
-        resumed, earliest, newest, entries = await self.read_raw(
-            topic, "" if after is None else raw_id_of(topic, after)
-        )
-        if self.watched.get(topic, "-") is None:  # a new follower: the point it starts from
-            self.watched[topic] = newest
+        # The first read of a topic this process starts following sets where the reader
+        # starts from; every other subscriber's read waits for it, so that none is made
+        # before it and none moves that point past what an earlier subscriber was given.
+        first = None
+        if self.watched.get(topic, "-") is None:
+            waiting = self.starting.get(topic)
+            if waiting is None:
+                first = self.starting[topic] = anyio.Event()
+            else:
+                await waiting.wait()
+        try:
+            resumed, earliest, newest, entries = await self.read_raw(
+                topic, "" if after is None else raw_id_of(topic, after)
+            )
+        finally:
+            if first is not None:
+                del self.starting[topic]
+                first.set()
+        if first is not None and self.watched.get(topic, "-") is None:
+            self.watched[topic] = newest or ""  # ("": the topic was empty)
         return History(
             resumed,
             entries,

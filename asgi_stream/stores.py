@@ -92,12 +92,14 @@ class _Kept:
 
     __slots__ = ("closed", "entries", "epoch", "issued", "touched")
 
-    def __init__(self, history: int) -> None:
+    def __init__(self, history: int, generation: int) -> None:
         self.entries: deque[tuple[int, Entry]] = deque(maxlen=history)
         self.issued = 0  # the number of the newest entry
         self.closed: Entry | None = None  # the end marker
         self.touched = time.monotonic()
-        self.epoch = secrets.token_hex(4)
+        # Random per topic, and counting the topics this store made: a topic made again
+        # (after its ttl) numbers from 1 again, yet its ids sort after the old ones.
+        self.epoch = f"{secrets.token_hex(4)}.{generation}"
 
     def number(self, event_id: str) -> int | None:
         """The number of one of this topic's ids, or ``None``."""
@@ -117,6 +119,7 @@ class MemoryStore:
         self.ttl = ttl / 1000
         self.on_cancel = on_cancel
         self.topics: dict[str, _Kept] = {}
+        self.generation = 0  # topics made so far (see ``_Kept.epoch``)
         self.watched: set[str] = set()
         self.deliver: Deliver | None = None
 
@@ -149,7 +152,8 @@ class MemoryStore:
     async def append(self, topic: str, body: bytes | None) -> str:
         kept = self._kept(topic)
         if kept is None:
-            kept = self.topics[topic] = _Kept(self.history)
+            self.generation += 1
+            kept = self.topics[topic] = _Kept(self.history, self.generation)
         if kept.closed is not None:
             if body is None:
                 return kept.closed.id
@@ -193,4 +197,5 @@ class MemoryStore:
         self.on_cancel(topic)
 
     def order(self, event_id: str) -> tuple[int, int]:
-        return (int(event_id.rpartition("-")[2]), 0)
+        epoch, _, number = event_id.rpartition("-")
+        return (int(epoch.rpartition(".")[2]), int(number))

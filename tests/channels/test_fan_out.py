@@ -11,7 +11,7 @@ import anyio
 import pytest
 import sniffio
 
-from asgi_stream import Channel, Stream, StreamMiddleware
+from asgi_stream import Channel, Stream, StreamMiddleware, driver
 from tests.channels.test_delivery import events, subscriber_app
 from tests.peer import Peer
 
@@ -43,6 +43,17 @@ async def test_every_subscriber_is_handed_the_same_bytes(
         await channel.close("t")
 
 
+@pytest.fixture
+def splittable_peer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Peer.send holds nothing task-bound across a suspension, like the servers' own sends
+    (``asgi_stream.driver.SPLITTABLE_SENDS``): a publish may start its writes."""
+    monkeypatch.setattr(driver, "SPLITTABLE_SENDS", {*driver.SPLITTABLE_SENDS, SEND})
+
+
+SEND = ("tests.peer", "Peer.send")
+
+
+@pytest.mark.usefixtures("splittable_peer")
 async def test_a_publish_writes_from_the_publishers_task_on_asyncio(
     make_channel: Callable[..., Channel],
 ) -> None:
@@ -65,6 +76,7 @@ async def test_a_publish_writes_from_the_publishers_task_on_asyncio(
         await channel.close("t")
 
 
+@pytest.mark.usefixtures("splittable_peer")
 async def test_a_write_that_must_wait_is_finished_by_the_writer_and_the_publisher_goes_on(
     make_channel: Callable[..., Channel],
 ) -> None:
@@ -87,6 +99,7 @@ async def test_a_write_that_must_wait_is_finished_by_the_writer_and_the_publishe
         await stuck.wait_for(lambda: stuck.finished)
 
 
+@pytest.mark.usefixtures("splittable_peer")
 async def test_a_write_that_fails_ends_that_subscriber_only(
     make_channel: Callable[..., Channel],
 ) -> None:
@@ -116,3 +129,25 @@ async def test_a_write_that_fails_ends_that_subscriber_only(
         await healthy.wait_for(lambda: len(events(healthy.data)) == 2)
         assert broken.body == b""
         await channel.close("t")
+
+
+async def test_any_other_send_is_written_by_the_streams_writer(
+    make_channel: Callable[..., Channel],
+) -> None:
+    """An outer middleware's send may hold task-bound state across a suspension (an
+    ``anyio.Lock``, below): a publish does not split it between two tasks."""
+    async with make_channel() as channel, anyio.create_task_group() as tg:
+        peer, lock = Peer(), anyio.Lock()
+
+        async def send(message: object) -> None:
+            async with lock:
+                await peer.send(message)  # type: ignore[arg-type]
+
+        tg.start_soon(subscriber_app(channel), peer.scope, peer.receive, send)
+        await peer.wait_for(lambda: peer.start is not None)
+        with anyio.fail_after(5):
+            await channel.publish("t", "one")
+        await peer.wait_for(lambda: len(events(peer.data)) == 1)
+        assert anyio.get_current_task().id not in peer.senders
+        await channel.close("t")
+        await peer.wait_for(lambda: peer.finished)
