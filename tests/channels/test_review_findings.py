@@ -17,19 +17,11 @@ from asgi_stream import Channel, Stream, StreamMiddleware, redis_store
 from tests.channels.conftest import unique_prefix
 from tests.channels.publishing import publish_until_stored
 from tests.channels.test_delivery import events, subscriber_app, with_last_event_id
+from tests.channels.test_faults import follow, payloads
 from tests.peer import Peer
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
-
-
-def payloads(peer: Peer) -> list[Any]:
-    return [json.loads(e["data"]) for e in events(peer.data) if "event" not in e]
-
-
-async def follow(app: Any, peer: Peer, tg: anyio.abc.TaskGroup) -> None:
-    tg.start_soon(app, peer.scope, peer.receive, peer.send)
-    await peer.wait_for(lambda: peer.start is not None)
 
 
 def live_app(channel: Channel, topic: str = "t") -> Any:
