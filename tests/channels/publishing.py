@@ -3,6 +3,7 @@ the test workers."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -21,3 +22,16 @@ async def publish_until_stored(
                 return await channel.publish(topic, data, retry=retry)
             except ConnectionError:
                 await anyio.sleep(0.02)
+
+
+async def paused_tokens(
+    produced: list[int], third: anyio.Event, release: anyio.Event, count: int = 1000
+) -> AsyncIterator[int]:
+    """An LLM-like reply for ``publish_from``: yields 0, 1, 2, sets ``third``, and waits for
+    ``release`` before going on; every item it made is in ``produced``."""
+    for n in range(count):
+        produced.append(n)
+        yield n
+        if n == 2:
+            third.set()
+            await release.wait()

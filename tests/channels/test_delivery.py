@@ -4,13 +4,14 @@ Last-Event-ID, the reset event, close and 204, publish_from and cancel, bad inpu
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 import pytest
 
 from asgi_stream import Channel, ServerSentEvent, Stream, StreamMiddleware
+from tests.channels.publishing import paused_tokens
 from tests.peer import Peer
 
 pytestmark = pytest.mark.anyio
@@ -139,16 +140,8 @@ async def test_publish_from_outlives_its_clients_and_cancel_stops_it(
     produced: list[int] = []
     release, third = anyio.Event(), anyio.Event()
 
-    async def tokens() -> AsyncIterator[int]:
-        for n in range(100):
-            produced.append(n)
-            yield n
-            if n == 2:
-                third.set()
-                await release.wait()
-
     async with make_channel() as channel:
-        channel.publish_from("reply", tokens())
+        channel.publish_from("reply", paused_tokens(produced, third, release))
         with anyio.fail_after(5):
             await third.wait()
         peer = with_last_event_id(Peer(), "start")  # the whole history, then live, to the end

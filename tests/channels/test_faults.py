@@ -17,7 +17,7 @@ import pytest
 
 from asgi_stream import Channel, Stream, StreamMiddleware
 from tests.channels.conftest import unique_prefix
-from tests.channels.publishing import publish_until_stored
+from tests.channels.publishing import paused_tokens, publish_until_stored
 from tests.channels.test_delivery import events, subscriber_app, with_last_event_id
 from tests.peer import Peer
 from tests.redis_server import RedisServer, _free_port, redis_server_or_skip
@@ -245,18 +245,10 @@ async def test_cancel_from_another_process_stops_publish_from(redis_server: Redi
     third, release = anyio.Event(), anyio.Event()
     produced: list[int] = []
 
-    async def tokens() -> AsyncIterator[int]:
-        for n in range(1000):
-            produced.append(n)
-            yield n
-            if n == 2:
-                third.set()
-                await release.wait()
-
     prefix = unique_prefix()
     url = redis_server.url
     async with Channel(url, prefix=prefix) as here, Channel(url, prefix=prefix) as there:
-        here.publish_from("reply", tokens())
+        here.publish_from("reply", paused_tokens(produced, third, release))
         with anyio.fail_after(5):
             await third.wait()
         peer = with_last_event_id(Peer(), "start")  # the whole history, then live, to the end

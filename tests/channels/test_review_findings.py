@@ -15,7 +15,7 @@ import pytest
 
 from asgi_stream import Channel, Stream, StreamMiddleware, redis_store
 from tests.channels.conftest import unique_prefix
-from tests.channels.publishing import publish_until_stored
+from tests.channels.publishing import paused_tokens, publish_until_stored
 from tests.channels.test_delivery import events, subscriber_app, with_last_event_id
 from tests.channels.test_faults import follow, payloads
 from tests.peer import Peer
@@ -50,7 +50,6 @@ async def test_redis_lost_announcement_of_the_first_event_of_a_new_topic(
                 await raw.xadd(f"{prefix}topic:t", {"f": "data: 1\n\n"})  # no announcement
             await channel.publish("t", 2)
             await peer.wait_for(lambda: 2 in payloads(peer))
-            await anyio.sleep(0.2)
             await channel.close("t")
             await peer.wait_for(lambda: peer.finished)
     assert payloads(peer) == [1, 2]
@@ -64,12 +63,21 @@ async def test_redis_event_published_while_reconnecting_to_a_topic_that_was_empt
     and the next announcement is delivered without a gap check."""
     monkeypatch.setattr(redis_store, "BACKOFF", (1.0, 5.0))  # a slow reconnect, for sure
     async with Channel(own_redis.url) as here, Channel(own_redis.url) as there:
+        store: Any = here.store
+        caught_up, catch_up = anyio.Event(), store.catch_up
+
+        async def caught_up_then_told(topic: str) -> None:
+            await catch_up(topic)
+            caught_up.set()
+
+        store.catch_up = caught_up_then_told
         peer = Peer()
         async with anyio.create_task_group() as tg:
             await follow(subscriber_app(here), peer, tg)
             assert own_redis.kill_clients() >= 2
             first = await publish_until_stored(there, "t", 1)  # `here` is reconnecting
-            await anyio.sleep(1.5)  # `here` reconnected (and caught up, it thinks)
+            with anyio.fail_after(10):
+                await caught_up.wait()  # `here` reconnected (and caught up, it thinks)
             second = await publish_until_stored(there, "t", 2)
             await peer.wait_for(lambda: 2 in payloads(peer), within=10)
             await there.close("t")
@@ -282,16 +290,8 @@ async def test_cancel_sent_while_the_producing_process_reconnects(
     third, release = anyio.Event(), anyio.Event()
     produced: list[int] = []
 
-    async def tokens() -> Any:
-        for n in range(1000):
-            produced.append(n)
-            yield n
-            if n == 2:
-                third.set()
-                await release.wait()
-
     async with Channel(own_redis.url) as here, Channel(own_redis.url) as there:
-        here.publish_from("reply", tokens())
+        here.publish_from("reply", paused_tokens(produced, third, release))
         with anyio.fail_after(5):
             await third.wait()
         assert own_redis.kill_clients() >= 2
