@@ -30,6 +30,7 @@ class Follower:
     last_id: str | None = None
     received: list[Received] = field(default_factory=list)
     requests: int = 0
+    streaming_from: int | None = None  # the worker whose stream it is reading now
     statuses: list[int] = field(default_factory=list)
     stop_after: int | None = None  # leave after this many events (a client that goes away)
     changed: anyio.Event = field(default_factory=anyio.Event)
@@ -49,6 +50,9 @@ class Follower:
 
     def _record(self, received: Received) -> None:
         self.received.append(received)
+        self._changed()
+
+    def _changed(self) -> None:
         self.changed.set()
         self.changed = anyio.Event()
 
@@ -70,6 +74,8 @@ class Follower:
                         self._record(Received("", "end", None))
                         return  # EventSource stops reconnecting
                     response.raise_for_status()
+                    self.streaming_from = index % len(self.workers)
+                    self._changed()
                     async for sse in EventSource(response).aiter_sse():
                         if sse.id:
                             self.last_id = sse.id

@@ -71,12 +71,18 @@ async def test_three_workers_every_event_once_in_order_through_faults(
         async with anyio.create_task_group() as publishing:
             publishing.start_soon(post, client, f"{publisher}/publish/t?start=50&stop=150&pace=3")
             await followers[2].wait_for(lambda f: len(f.data) >= 70)
+            # Those reading from worker 2 now (one whose first connection failed under the
+            # load of 100 at once has already moved on, as an EventSource would).
+            moved = [(f, f.requests) for f in followers if f.streaming_from == 2]
             started[2][1].send_signal(signal.SIGKILL)
             killed_at = time.monotonic()
         await everyone(followers, lambda f: len(f.data) >= 150)
         figures["sigkill_caught_up_s"] = time.monotonic() - killed_at
-        moved = [f for f in followers if f.home == 2]
-        assert all(f.requests >= 2 for f in moved)
+        # A client can read all 150 from its socket before it sees the end of worker 2's
+        # stream: it moves on after that, so wait for it rather than assume it has.
+        assert len(moved) >= FOLLOWERS // 6
+        for follower, requests in moved:
+            await follower.wait_for(lambda f, r=requests: f.requests > r and f.streaming_from != 2)
         figures["moved_clients"] = len(moved)
 
         # Every Redis connection of every worker killed mid-stream.
