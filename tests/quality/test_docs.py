@@ -4,6 +4,7 @@ quick start's and raw ASGI page's apps run."""
 
 from __future__ import annotations
 
+import html
 import re
 import shutil
 import subprocess
@@ -17,13 +18,20 @@ from tests.peer import Peer
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = sorted((ROOT / "docs").rglob("*.md"))
-BLOCKS = [
-    (page, index, block)
-    for page in PAGES
-    for index, block in enumerate(
-        re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.S)
-    )
-]
+
+
+def python_blocks(page: Path) -> list[str]:
+    """A page's Python examples as the site shows them: a ``--8<-- "path"`` line (a snippet)
+    stands for that file, relative to the repository."""
+
+    def snippet(line: re.Match[str]) -> str:
+        return (ROOT / line[1]).read_text(encoding="utf-8")
+
+    text = re.sub(r'^--8<-- "([^"]+)"$', snippet, page.read_text(encoding="utf-8"), flags=re.M)
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+BLOCKS = [(page, index, block) for page in PAGES for index, block in enumerate(python_blocks(page))]
 
 
 def mkdocs_build(root: Path, out: Path) -> subprocess.CompletedProcess[str]:
@@ -42,6 +50,12 @@ def test_the_site_builds_strictly(tmp_path: Path) -> None:
     done = mkdocs_build(ROOT, tmp_path / "site")
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "site" / "api" / "index.html").read_text().count("asgi_stream.Stream") > 3
+    shown = {
+        page.relative_to(tmp_path / "site"): html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
+        for page in (tmp_path / "site").rglob("*.html")
+    }
+    assert not [page for page, text in shown.items() if re.search(r"--8\s*<\s*--", text)]
+    assert "def until_send_stops_returning" in shown[Path("upstream/index.html")]
 
 
 @pytest.mark.slow
@@ -68,7 +82,7 @@ def test_python_examples_compile(page: Path, index: int, block: str) -> None:
 
 def example(page: str, index: int = 0) -> dict[str, Any]:
     """Run one of a page's Python examples; what it defines."""
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / page).read_text(), flags=re.S)
+    blocks = python_blocks(ROOT / "docs" / page)
     namespace: dict[str, Any] = {"__name__": "example"}
     exec(compile(blocks[index], page, "exec"), namespace)
     return namespace
