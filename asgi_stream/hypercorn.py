@@ -9,7 +9,7 @@ which ``max_buffer`` cannot hold for an HTTP/2 client that stops reading; resets
 stream whose app gave up its response (``_reset_unfinished_http2_streams``: a stream dropped as
 "slow-client" would stay open for its client); and bounds the shutdown when a client stopped
 reading, which would hold hypercorn's worker for as long as it stays connected: trio's
-shielded socket write (``_bound_trio_writes``), asyncio's wait for the transport to flush
+shielded socket write (``_bound_trio_writes``), asyncio's waits for the transport to flush
 (``_abort_cut_off_asyncio_connections``).
 Needs hypercorn (``pip install asgi-stream[demo]``).
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
+
+logger = logging.getLogger("asgi_stream")
 
 if TYPE_CHECKING:
     from hypercorn.config import Config
@@ -191,37 +194,47 @@ def _bound_trio_writes() -> None:
 
 
 def _abort_cut_off_asyncio_connections() -> None:
-    """hypercorn's asyncio worker closes a connection by waiting (``wait_closed``) until the
-    transport has flushed what it buffered. When hypercorn cuts a connection off at shutdown
-    (its task cancelled ``graceful_timeout`` after the shutdown began) and the client stopped
-    reading, that wait never ends (HTTP/2: nothing else cancels it) and the worker hangs.
-    Abort the transport, dropping what is unsent, when the closing task is being cancelled.
-    Idempotent; skipped if hypercorn's internals are not the ones known (and before Python
-    3.11, which cannot tell a task being cancelled)."""
+    """hypercorn's asyncio worker cuts a connection off at shutdown by cancelling its task
+    ``graceful_timeout`` after the shutdown began. When its client stopped reading, the
+    connection's cleanup then waits on that client without end: its close waits for the
+    transport to flush (``wait_closed``), and over HTTP/2 an app cut off mid-``send()`` ends
+    its stream with one more write that waits in ``drain()``, a wait nothing cancels again.
+    Either way the worker hangs. Abort the transport the moment the connection is cut off,
+    dropping what is unsent: every such wait then ends, and hypercorn's cleanup runs as for a
+    lost connection. Idempotent; skipped if hypercorn's internals are not the ones known."""
     try:
         from hypercorn.asyncio import tcp_server
     except ImportError:  # pragma: no cover - depends on the installed hypercorn
         return
     server_class = getattr(tcp_server, "TCPServer", None)
-    closer = "_close"
-    close = getattr(server_class, closer, None)
+    run = getattr(server_class, "run", None)
     if (
         server_class is None
-        or close is None
-        or (server_class, closer) in _PATCHED
+        or run is None
+        or (server_class, "run") in _PATCHED
         or "writer" not in inspect.signature(server_class).parameters
     ):
         return
 
-    async def close_or_abort(self: Any) -> None:
-        task = asyncio.current_task()
-        if task is not None and getattr(task, "cancelling", lambda: 0)() > 0:  # cut off
+    async def run_or_abort(self: Any) -> None:
+        connection = asyncio.ensure_future(run(self))
+        try:
+            await asyncio.shield(connection)
+        except asyncio.CancelledError:  # cut off
             transport = getattr(getattr(self, "writer", None), "transport", None)
             if transport is not None:
-                transport.abort()  # wait_closed() returns once the loop has closed it
-        await close(self)
+                transport.abort()
+            connection.cancel()
+            try:
+                await connection  # bounded now: nothing can wait on the client any more
+            except (asyncio.CancelledError, Exception) as error:
+                # The connection was cut off: it ends cancelled, whatever hypercorn's cleanup
+                # of it raised (0.18: restarting its idle timer in a task group shutting down).
+                if not isinstance(error, asyncio.CancelledError):
+                    logger.debug("hypercorn's cleanup of a cut-off connection", exc_info=True)
+            raise
 
-    _patch(server_class, closer, close_or_abort)
+    _patch(server_class, "run", run_or_abort)
 
 
 def _running_trio() -> bool:

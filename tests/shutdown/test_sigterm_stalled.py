@@ -4,9 +4,9 @@ Guarantee: ``asgi_stream.hypercorn.serve`` (and ``run``) stops within the stream
 hypercorn's ``graceful_timeout`` (and a margin), even when a response write can never finish
 because its client keeps the connection open without reading. Without a bound, hypercorn's
 worker waits for as long as such a client stays: the trio worker shields every socket write
-from cancellation; the asyncio worker's write (``drain()``) is cancellable, but it closes a
-connection it cuts off by waiting for its transport to flush (HTTP/1.1 gets away with it only
-because a first close, from the request's task, was cancelled).
+from cancellation; the asyncio worker's write (``drain()``) is cancellable, but its cleanup of a
+connection it cut off waits on the client (the transport's flush, or a last HTTP/2 frame).
+``docs/upstream.md`` has both as hypercorn bug reports.
 
 - A server process (``tests.reliability.server``, run with ``asgi_stream.hypercorn.run``) gets
   SIGTERM while a stalled HTTP/1.1 client holds a stream whose queue is far larger than the
@@ -19,12 +19,17 @@ because a first close, from the request's task, was cancelled).
 - In this process: ``serve(..., shutdown_trigger=...)`` on the test's backend, a live stream
   (callback still running) whose 32 MiB frame is stuck: the stream gets
   ``on_close("shutdown")`` and ``serve`` returns within the same bound.
+- The same for a plain ASGI response (no Stream: a download) cut off by hypercorn while its
+  app waits in ``send()``, over HTTP/1.1 and HTTP/2: the asyncio worker's HTTP/2 stream then
+  ends with a write that waits on the client, which no cancellation reaches (it failed before
+  the transport of a cut-off connection was aborted at once).
 """
 
 from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -192,3 +197,67 @@ async def test_serve_returns_with_a_live_stream_stuck_on_a_stalled_client(
     assert closes.items == ["shutdown"]
     assert took >= GRACE / 1000 * 0.9  # the stream's final frame could not go out either
     assert app.active == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("http", ["1.1", "2"])
+async def test_serve_returns_with_a_plain_response_stuck_on_a_stalled_client(
+    anyio_backend: str, http: str
+) -> None:
+    """Not every response is a Stream: a plain ASGI response (a large download, say) that
+    hypercorn cuts off while its app waits in ``send()`` must not hold the shutdown either.
+    hypercorn's asyncio worker, cancelled there over HTTP/2, ends the stream with a last
+    write that waits for the stalled client without end (the app's own task, no longer
+    cancellable), so a connection cut off must lose its transport at once."""
+    sending = anyio.Event()
+
+    async def download(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            for step in ("startup", "shutdown"):
+                await receive()
+                await send({"type": f"lifespan.{step}.complete"})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        sending.set()
+        while True:
+            await send({"type": "http.response.body", "body": b"x" * MiB, "more_body": True})
+
+    app = StreamMiddleware(download)
+    config = Config()
+    port = _free_port()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.graceful_timeout = GRACEFUL_TIMEOUT
+    config.loglevel = "WARNING"
+    stop, returned = anyio.Event(), anyio.Event()
+    client: H1 | H2 | None = None
+
+    async def run_server() -> None:
+        await serve(app, config, grace=GRACE, shutdown_trigger=stop.wait)
+        returned.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_server)
+        try:
+            with anyio.fail_after(10):
+                await _wait_listening(port)
+                if http == "2":
+                    client = await stalled_h2_client(port, "/download")
+                else:
+                    client = await stalled_client(port, "/download")
+                await sending.wait()
+            started = anyio.current_time()
+            stop.set()
+            with anyio.move_on_after(EXIT_WITHIN) as waited:
+                await returned.wait()
+            took = anyio.current_time() - started
+        finally:
+            if client is not None:
+                await client.aclose()  # releases a write still stuck
+            with anyio.fail_after(10):
+                await returned.wait()
+    assert not waited.cancelled_caught, (
+        f"serve() had not returned {EXIT_WITHIN} s after its shutdown trigger "
+        f"(graceful_timeout {GRACEFUL_TIMEOUT} s): a plain response's write to a client "
+        f"that stopped reading held it"
+    )
+    assert took >= GRACEFUL_TIMEOUT * 0.9  # it was cut off, not finished
