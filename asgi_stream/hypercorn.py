@@ -193,6 +193,10 @@ def _bound_trio_writes() -> None:
     _patch(server_class, "run", run_bounded)
 
 
+async def _nothing(*args: object) -> None:
+    """Stands in for a hypercorn coroutine method that must no longer act."""
+
+
 def _abort_cut_off_asyncio_connections() -> None:
     """hypercorn's asyncio worker cuts a connection off at shutdown by cancelling its task
     ``graceful_timeout`` after the shutdown began. When its client stopped reading, the
@@ -221,6 +225,11 @@ def _abort_cut_off_asyncio_connections() -> None:
         try:
             await asyncio.shield(connection)
         except asyncio.CancelledError:  # cut off
+            idle_timer = getattr(self, "idle_task", None)
+            if callable(getattr(idle_timer, "restart", None)):
+                # Never idle again: hypercorn would restart the timer in a task group that
+                # is shutting down (RuntimeError, and a coroutine never awaited).
+                idle_timer.restart = _nothing  # type: ignore[union-attr]
             transport = getattr(getattr(self, "writer", None), "transport", None)
             if transport is not None:
                 transport.abort()
@@ -229,7 +238,7 @@ def _abort_cut_off_asyncio_connections() -> None:
                 await connection  # bounded now: nothing can wait on the client any more
             except (asyncio.CancelledError, Exception) as error:
                 # The connection was cut off: it ends cancelled, whatever hypercorn's cleanup
-                # of it raised (0.18: restarting its idle timer in a task group shutting down).
+                # of it raised.
                 if not isinstance(error, asyncio.CancelledError):
                     logger.debug("hypercorn's cleanup of a cut-off connection", exc_info=True)
             raise
