@@ -82,8 +82,10 @@ class LoadResult:
     open_seconds: float = 0.0
     deliver_seconds: float = 0.0
     events_received: int = 0
+    bytes_received: int = 0  # response body bytes, as the clients decoded them
     errors: list[str] = field(default_factory=list)
     active_when_open: int = 0
+    stats_before: dict[str, Any] = field(default_factory=dict)
     stats_open: dict[str, Any] = field(default_factory=dict)
     stats_after: dict[str, Any] = field(default_factory=dict)
 
@@ -112,13 +114,15 @@ async def run_load(
         streams, events, streams - h2_count, h2_count, math.ceil(h2_count / per_connection)
     )
     await warm_up(server)
-    result.rss_before = (await server.stats(settle=settle))["rss"]
+    result.stats_before = await server.stats(settle=settle)
+    result.rss_before = result.stats_before["rss"]
     opened, finished = Countdown(streams), Countdown(streams)
     target = f"/load?sid={{}}&n={events}&hold=1&burst={burst}"
 
     def check(sid: str, status: int | None, complete: bool, body: bytes) -> None:
         parsed = parse(body)
         result.events_received += len(parsed.events)
+        result.bytes_received += len(body)
         problem = check_sse_ids(parsed, sid, events)
         if status != 200 or not complete or problem:
             result.errors.append(f"{problem or sid}: status {status}, complete {complete}")

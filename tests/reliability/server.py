@@ -228,6 +228,8 @@ class State:
                 "upstream_total": self.upstream_total,
                 "values": len(self.values),
                 "settled": self.settled(),
+                # the library's own counts (StreamMiddleware.stats), as a user exports them
+                "counters": self.middleware.stats if self.middleware is not None else {},
             }
 
 

@@ -1,6 +1,8 @@
 """Load: 1,000 concurrent streams on one hypercorn worker (asyncio, trio), half of them over
 HTTP/1.1 (a connection each), half over HTTP/2 (100 streams per connection), 50 events each:
-every event arrives, in order, none twice; and the server's memory per open stream.
+every event arrives, in order, none twice; the server's memory per open stream; and
+``StreamMiddleware.stats`` read under that load (1,000 live) and after it (exact events,
+bytes equal to what the clients received, every stream ended "complete").
 
 The server runs in a subprocess (``tests/reliability/server.py``) so that its VmRSS is its
 own; the clients run in the test process on raw sockets with h11 / h2 (the state machines
@@ -50,3 +52,14 @@ async def test_1000_concurrent_streams_every_event_once_and_in_order(
     assert after["started"] == after["cleaned"]
     assert (after["live_streams"], after["stream_tasks"], after["active"]) == (0, 0, 0)
     assert 0 < result.rss_per_stream < MAX_RSS_PER_STREAM
+    # StreamMiddleware.stats read under that load, and after it: exact.
+    before, during, counted = (
+        result.stats_before["counters"],
+        result.stats_open["counters"],
+        after["counters"],
+    )
+    assert during["live"] == STREAMS and counted["live"] == 0
+    assert counted["ended"]["complete"] - before["ended"]["complete"] == STREAMS
+    assert counted["ended"] == {**before["ended"], "complete": counted["ended"]["complete"]}
+    assert counted["events"] - before["events"] == STREAMS * EVENTS
+    assert counted["bytes"] - before["bytes"] == result.bytes_received
