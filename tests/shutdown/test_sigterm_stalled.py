@@ -28,6 +28,7 @@ connection it cut off waits on the client (the transport's flush, or a last HTTP
 from __future__ import annotations
 
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,45 @@ async def test_sigterm_exits_with_a_write_stuck_on_a_stalled_client(
     assert (final["active"], final["requests"], final["stream_tasks"]) == (0, 0, 0), final
 
 
+async def stop_with_a_stalled_client(
+    app: StreamMiddleware, stall: Callable[[int], Awaitable[H1 | H2]], writing: anyio.Event
+) -> float | None:
+    """``serve(app)`` on the test's backend; ``stall(port)`` connects a client that stops
+    reading, and once ``writing`` is set the shutdown is triggered. How long ``serve`` took
+    to return, or ``None`` if it had not within ``EXIT_WITHIN`` (the client then leaves,
+    which releases a write still stuck, so that the test can end)."""
+    config = Config()
+    port = _free_port()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.graceful_timeout = GRACEFUL_TIMEOUT
+    config.loglevel = "WARNING"
+    stop, returned = anyio.Event(), anyio.Event()
+    client: H1 | H2 | None = None
+
+    async def run_server() -> None:
+        await serve(app, config, grace=GRACE, shutdown_trigger=stop.wait)
+        returned.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_server)
+        try:
+            with anyio.fail_after(10):
+                await _wait_listening(port)
+                client = await stall(port)
+                await writing.wait()
+            started = anyio.current_time()
+            stop.set()
+            with anyio.move_on_after(EXIT_WITHIN) as waited:
+                await returned.wait()
+            took = anyio.current_time() - started
+        finally:
+            if client is not None:
+                await client.aclose()
+            with anyio.fail_after(10):
+                await returned.wait()
+    return None if waited.cancelled_caught else took
+
+
 @pytest.mark.slow
 async def test_serve_returns_with_a_live_stream_stuck_on_a_stalled_client(
     anyio_backend: str,
@@ -160,36 +200,10 @@ async def test_serve_returns_with_a_live_stream_stuck_on_a_stalled_client(
         await anyio.sleep_forever()  # a live producer: shutdown must end it
 
     app = StreamMiddleware(stream_app(lambda scope: track(Stream(flood), closes)))
-    config = Config()
-    port = _free_port()
-    config.bind = [f"127.0.0.1:{port}"]
-    config.graceful_timeout = GRACEFUL_TIMEOUT
-    config.loglevel = "WARNING"
-    stop, returned = anyio.Event(), anyio.Event()
-    client: H1 | None = None
-
-    async def run_server() -> None:
-        await serve(app, config, grace=GRACE, shutdown_trigger=stop.wait)
-        returned.set()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run_server)
-        try:
-            with anyio.fail_after(10):
-                await _wait_listening(port)
-                client = await stalled_client(port, "/stalled")
-                await queued.wait()
-            started = anyio.current_time()
-            stop.set()
-            with anyio.move_on_after(EXIT_WITHIN) as waited:
-                await returned.wait()
-            took = anyio.current_time() - started
-        finally:
-            if client is not None:
-                await client.aclose()  # releases a write still stuck (the old trio worker)
-            with anyio.fail_after(10):
-                await returned.wait()
-    assert not waited.cancelled_caught, (
+    took = await stop_with_a_stalled_client(
+        app, lambda port: stalled_client(port, "/stalled"), queued
+    )
+    assert took is not None, (
         f"serve() had not returned {EXIT_WITHIN} s after its shutdown trigger (grace {GRACE} "
         f"ms, graceful_timeout {GRACEFUL_TIMEOUT} s): a write to a client that stopped "
         f"reading held it; on_close so far: {closes.items}"
@@ -222,40 +236,11 @@ async def test_serve_returns_with_a_plain_response_stuck_on_a_stalled_client(
         while True:
             await send({"type": "http.response.body", "body": b"x" * MiB, "more_body": True})
 
-    app = StreamMiddleware(download)
-    config = Config()
-    port = _free_port()
-    config.bind = [f"127.0.0.1:{port}"]
-    config.graceful_timeout = GRACEFUL_TIMEOUT
-    config.loglevel = "WARNING"
-    stop, returned = anyio.Event(), anyio.Event()
-    client: H1 | H2 | None = None
-
-    async def run_server() -> None:
-        await serve(app, config, grace=GRACE, shutdown_trigger=stop.wait)
-        returned.set()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run_server)
-        try:
-            with anyio.fail_after(10):
-                await _wait_listening(port)
-                if http == "2":
-                    client = await stalled_h2_client(port, "/download")
-                else:
-                    client = await stalled_client(port, "/download")
-                await sending.wait()
-            started = anyio.current_time()
-            stop.set()
-            with anyio.move_on_after(EXIT_WITHIN) as waited:
-                await returned.wait()
-            took = anyio.current_time() - started
-        finally:
-            if client is not None:
-                await client.aclose()  # releases a write still stuck
-            with anyio.fail_after(10):
-                await returned.wait()
-    assert not waited.cancelled_caught, (
+    stall = stalled_h2_client if http == "2" else stalled_client
+    took = await stop_with_a_stalled_client(
+        StreamMiddleware(download), lambda port: stall(port, "/download"), sending
+    )
+    assert took is not None, (
         f"serve() had not returned {EXIT_WITHIN} s after its shutdown trigger "
         f"(graceful_timeout {GRACEFUL_TIMEOUT} s): a plain response's write to a client "
         f"that stopped reading held it"
