@@ -32,6 +32,9 @@ logger = logging.getLogger("asgi_stream")
 
 MAX_TOPIC: Final = 256
 _EVENT_NAME = re.compile(r"[^\r\n]+")
+# What a publish_from producer cut short by its channel's exit (its worker shutting down)
+# publishes before the topic's end: like a source that raised, with the reason for the type.
+SHUTDOWN_ERROR: Final = encode_sse({"message": "shutdown"}, event="error")
 
 
 def _check_topic(topic: object) -> str:
@@ -323,7 +326,8 @@ class Channel:
 
     def publish_from(self, topic: str, source: Any) -> None:
         """Publish every item of ``source`` from a task the channel owns, then close the
-        topic; a client leaving does not stop it, ``cancel(topic)`` does (in any process)."""
+        topic; a client leaving does not stop it, ``cancel(topic)`` does (in any process).
+        A source that raises, or the channel's exit, ends it with an ``error`` event first."""
         tg = self._running("publish_from")
         _check_topic(topic)
         adapter = source_for(source)  # TypeError now for what cannot be streamed
@@ -333,6 +337,7 @@ class Channel:
         tg.start_soon(self._publish_all, topic, adapter, scope)
 
     async def _publish_all(self, topic: str, adapter: Source, scope: anyio.CancelScope) -> None:
+        cut_short = False  # by the channel's exit (this worker shutting down)
         try:
             with scope:
                 try:
@@ -347,6 +352,9 @@ class Channel:
                     logger.exception("publish_from(%r) failed", topic)
                     with contextlib.suppress(Exception):  # closed meanwhile, or store gone
                         await self.publish(topic, {"message": type(exc).__name__}, event="error")
+                except anyio.get_cancelled_exc_class():
+                    cut_short = not scope.cancel_called  # (cancel(topic) cancels `scope`)
+                    raise
         finally:
             if self._producers.get(topic) is scope:
                 del self._producers[topic]
@@ -355,6 +363,9 @@ class Channel:
                     with anyio.move_on_after(CLEANUP_TIMEOUT):
                         await close_quietly(obj)
                 try:
+                    if cut_short:  # never a clean end, which would pass the rest off as whole
+                        with contextlib.suppress(TopicClosed):
+                            await self.store.append(topic, SHUTDOWN_ERROR)
                     await self.store.append(topic, None)
                 except Exception:  # the store is gone: its subscribers learn it their way
                     logger.exception("publish_from(%r): closing the topic failed", topic)

@@ -260,6 +260,32 @@ async def test_cancel_from_another_process_stops_publish_from(redis_server: Redi
     assert [e["data"] for e in events(peer.data)[1:]] == ["0", "1", "2"]
 
 
+async def test_a_publish_from_cut_short_by_its_worker_shutting_down_ends_with_an_error_event(
+    redis_server: RedisServer,
+) -> None:
+    """The worker running a reply stops (its channel's ``async with`` exits) mid-reply: the
+    subscribers elsewhere get what was published, then ``error`` ``{"message": "shutdown"}``,
+    then the end. Never a clean end, which would pass a cut reply off as complete."""
+    third, release = anyio.Event(), anyio.Event()
+    produced: list[int] = []
+    prefix = unique_prefix()
+    url = redis_server.url
+    async with Channel(url, prefix=prefix) as there:
+        async with Channel(url, prefix=prefix) as here:
+            here.publish_from("reply", paused_tokens(produced, third, release))
+            with anyio.fail_after(5):
+                await third.wait()
+        # ``here`` has shut down; a page reloaded on the other worker reads the reply
+        peer = with_last_event_id(Peer(), "start")  # the whole history, to the end
+        with anyio.fail_after(5):
+            await subscriber_app(there, "reply")(peer.scope, peer.receive, peer.send)
+    got = events(peer.body)[1:]  # after the reset event for "start"
+    assert [e["data"] for e in got[:3]] == ["0", "1", "2"]
+    assert got[3]["event"] == "error" and json.loads(got[3]["data"]) == {"message": "shutdown"}
+    assert len(got) == 4 and peer.finished
+    assert produced == [0, 1, 2]
+
+
 async def test_redis_connections_per_process_do_not_grow_with_subscribers(
     own_redis: RedisServer,
 ) -> None:
