@@ -68,6 +68,8 @@ class Subscription(Source):
         self.order = channel.store.order
         self.ended = False  # the topic was closed: end once the pending frames are out
         self.leaving = False  # the channel is leaving (not the topic's end): no 204
+        self.lost_while_reading: bytes | None = None  # the reset event, if the store lost
+        # the history while this subscriber's read was under way
 
     async def prepare(self) -> None:
         given = (
@@ -85,6 +87,9 @@ class Subscription(Source):
             channel.resets += 1
         for entry in history.entries:
             self.put(entry.frame)
+        if self.lost_while_reading is not None and history.resumed:
+            self.put(self.lost_while_reading)  # that history may be the one lost: say so
+            channel.resets += 1
         # Everything stored up to the history's newest id was in it, or before ``given``:
         # the same entries arriving live (now, or later from a store that lags) are skipped.
         if history.newest is not None:
@@ -123,11 +128,17 @@ class Subscription(Source):
         elif queue.reason is None:
             queue.offer(frame)  # (dropped if it fell max_buffer behind)
 
-    def lost(self, frame: bytes) -> None:
-        """The history this subscriber followed is lost: the reset event, before the rest."""
-        if self.merging is None:  # (one still reading gets what the store has now)
-            self.seen = None
-            self.put(frame)
+    def lost(self, frame: bytes) -> bool:
+        """The history this subscriber followed is lost: the reset event, before the rest;
+        for one still reading the history, after what the read returns (unless that read
+        was already answered by the store as it is now: not resumed, so a reset of its own).
+        Whether the reset event was sent now."""
+        if self.merging is not None:
+            self.lost_while_reading = frame
+            return False
+        self.seen = None
+        self.put(frame)
+        return True
 
     def end(self, *, leaving: bool = False) -> None:
         """The topic ended (``close``), or the channel is leaving (``leaving``): the stream
@@ -315,9 +326,7 @@ class Channel:
         if lost is not None:
             earliest = entries[0].id if entries and entries[0].frame is not None else None
             reset = self.reset_frame(lost, earliest, entries)
-            for subscriber in subscribers:
-                subscriber.lost(reset)
-            self.resets += len(subscribers)
+            self.resets += sum(subscriber.lost(reset) for subscriber in subscribers)
         for entry in entries:
             for subscriber in subscribers:
                 subscriber.take(entry)

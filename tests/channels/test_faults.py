@@ -97,6 +97,45 @@ async def test_a_failing_publish_from_publishes_an_error_event_then_closes(
             await channel.publish("reply", "late")
 
 
+async def test_a_history_lost_while_a_subscriber_reads_it_still_gets_the_reset_event(
+    make_channel: Callable[..., Channel],
+) -> None:
+    """The store reports its history lost (Redis restarted without its data) after a new
+    subscriber's history read was answered and before the subscriber took the answer: that
+    answer is the old history, so the reset event must follow it, as it does for everyone
+    already following. (Driven through the store's ``deliver`` callback, ``fan_out``.)"""
+    async with make_channel() as channel:
+        first = await channel.publish("t", 0)
+        second = await channel.publish("t", 1)
+        answered, release = anyio.Event(), anyio.Event()
+        read = channel.store.read
+
+        async def read_then_wait(topic: str, after: str | None) -> Any:
+            history = await read(topic, after)
+            answered.set()
+            await release.wait()
+            return history
+
+        channel.store.read = read_then_wait  # type: ignore[method-assign]
+        peer = with_last_event_id(Peer(), first)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(subscriber_app(channel), peer.scope, peer.receive, peer.send)
+            with anyio.fail_after(5):
+                await answered.wait()
+            channel.fan_out("t", [], second)  # lost: whatever followed `second`
+            release.set()
+            await peer.wait_for(lambda: len(events(peer.data)) == 2)
+            third = await channel.publish("t", 2)
+            await peer.wait_for(lambda: len(events(peer.data)) == 3)
+            await channel.close("t")
+    got = events(peer.data)
+    assert (got[0]["id"], got[0]["data"]) == (second, "1")
+    assert got[1]["event"] == "reset"
+    assert json.loads(got[1]["data"]) == {"last_event_id": second, "earliest": None}
+    assert (got[2]["id"], got[2]["data"]) == (third, "2")
+    assert channel.stats["resets"] == 1
+
+
 async def test_a_topic_with_no_event_for_ttl_is_forgotten(
     make_channel: Callable[..., Channel],
 ) -> None:
