@@ -1,7 +1,7 @@
 """Channels: events to every subscriber of a topic, in every process that shares the store,
 with a bounded history and resume by ``Last-Event-ID`` (SPEC "Channels").
 
-A subscription is a :class:`~asgi_stream.sources.Source` that a ``Stream`` runs like any
+A subscription is a ``asgi_stream.sources.Source`` that a ``Stream`` runs like any
 other. Each event is encoded once per process and the same frame bytes go into every local
 subscriber's queue: the publisher never waits for a subscriber, and a slow one is dropped by
 its own ``max_buffer``. This module knows nothing of ASGI; where the history lives is a store's

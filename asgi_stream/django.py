@@ -1,9 +1,9 @@
 """Django integration: a view may ``return Stream(...)``.
 
-:class:`StreamViewMiddleware` (last in ``MIDDLEWARE``) hands the Stream a view returns over to
-the ASGI :class:`~asgi_stream.StreamMiddleware` around Django (``get_asgi_application()``) and
+``StreamViewMiddleware`` (last in ``MIDDLEWARE``) hands the Stream a view returns over to
+the ASGI ``asgi_stream.StreamMiddleware`` around Django (``get_asgi_application()``) and
 answers with an empty streaming stand-in, which Django's middleware treat as usual. A sync
-view's iterable source runs in a thread of its own (:func:`~asgi_stream.iterate_in_thread`).
+view's iterable source runs in a thread of its own (``asgi_stream.iterate_in_thread``).
 The guide: ``docs/frameworks/django.md``.
 """
 
@@ -37,7 +37,7 @@ _ASGI_HINT = (
 
 class StreamViewMiddleware:
     """Django middleware (the last entry of ``MIDDLEWARE``) that lets views return a
-    :class:`~asgi_stream.Stream`: it hands the Stream over to the ASGI ``StreamMiddleware``
+    ``asgi_stream.Stream``: it hands the Stream over to the ASGI ``StreamMiddleware``
     around Django and returns an empty streaming stand-in response in its place.
 
     Sync- and async-capable; other responses pass through untouched."""
@@ -145,7 +145,7 @@ def _check_last(middleware: Iterable[str]) -> None:
 def get_asgi_application(
     *, ping: float | None = DEFAULT_PING, max_buffer: int = DEFAULT_MAX_BUFFER
 ) -> StreamMiddleware:
-    """Django's ASGI application wrapped in a :class:`~asgi_stream.StreamMiddleware` (with
+    """Django's ASGI application wrapped in a ``asgi_stream.StreamMiddleware`` (with
     these defaults for its streams), after checking that ``settings.MIDDLEWARE`` ends with
     ``"asgi_stream.django.StreamViewMiddleware"``. For ``asgi.py``; call ``shutdown()`` on
     it from the server's shutdown trigger to end open streams cleanly."""

@@ -1,6 +1,6 @@
 """The driver: runs one Stream against one ASGI ``send``/``receive``.
 
-Every way a Stream reaches a client goes through :func:`drive`: the calling task watches
+Every way a Stream reaches a client goes through ``drive``: the calling task watches
 ``receive`` for the disconnect and keeps the heartbeat (a ``: ping`` comment after ``ping``
 ms without a write), one task starts the response and runs the producer, and one writer
 drains the Stream's bounded queue into ``send`` (coalescing frames that already wait).
@@ -77,7 +77,7 @@ async def drive_claimed(
     ping: float | None = DEFAULT_PING,
     max_buffer: int = DEFAULT_MAX_BUFFER,
 ) -> None:
-    """:func:`drive` for a producer its caller has already claimed (``Producer.claim``)."""
+    """``drive`` for a producer its caller has already claimed (``Producer.claim``)."""
     producer.configure(ping=ping, max_buffer=max_buffer)
     producer.last_event_id = request_header(scope.get("headers", ()), b"last-event-id")
     queue = producer.queue
@@ -626,7 +626,7 @@ async def frames(producer: Producer, where: str = "Stream.value") -> AsyncGenera
 
 
 class FrameIterator:
-    """``Stream.value``: :func:`frames`, and closing it before its first frame ends the
+    """``Stream.value``: ``frames``, and closing it before its first frame ends the
     stream too (a generator never started would skip its ``finally``)."""
 
     def __init__(self, producer: Producer) -> None:

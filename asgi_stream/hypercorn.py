@@ -2,7 +2,7 @@
 
 Plain ``hypercorn module:app`` stops accepting, waits ``graceful_timeout`` for open
 connections (an endless stream never finishes), then cancels them mid-stream. Here the
-shutdown trigger first calls :meth:`StreamMiddleware.shutdown`: every stream gets
+shutdown trigger first calls ``StreamMiddleware.shutdown``: every stream gets
 ``on_close("shutdown")`` and its final frame, and hypercorn then has nothing left to wait for.
 It also corrects hypercorn's HTTP/2 backpressure (see ``_fix_http2_backpressure``), without
 which ``max_buffer`` cannot hold for an HTTP/2 client that stops reading; resets an HTTP/2

@@ -2,7 +2,7 @@
 shutdown.
 
 A framework that cannot return an arbitrary object hands its Stream over with
-:func:`hand_over` and sends an empty *stand-in* response instead. The stand-in carries a
+``hand_over`` and sends an empty *stand-in* response instead. The stand-in carries a
 per-request secret marker, so only it is intercepted: the middleware keeps the headers the
 framework added to it (cookies, CORS), drops its body, and sends the Stream in its place.
 """
@@ -143,8 +143,8 @@ def register_app_adapter(adapter: Callable[[object], None]) -> None:
 
 
 class StreamMiddleware:
-    """Wrap any ASGI app; when it *returns* (or hands over) a :class:`Stream` without having
-    responded, drive that Stream. Keeps a registry of live streams for :meth:`shutdown`."""
+    """Wrap any ASGI app; when it *returns* (or hands over) a ``Stream`` without having
+    responded, drive that Stream. Keeps a registry of live streams for ``shutdown``."""
 
     def __init__(
         self, app: Any, *, ping: float | None = DEFAULT_PING, max_buffer: int = DEFAULT_MAX_BUFFER

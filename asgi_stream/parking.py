@@ -2,7 +2,7 @@
 
 ``anyio.Event`` is one-shot, so waiting on one per write means three objects and a backend
 lookup (sniffio) per wait; with thousands of streams those allocations drive the garbage
-collector. A :class:`Parking` is made once per stream, for the running backend, and each wait
+collector. A ``Parking`` is made once per stream, for the running backend, and each wait
 costs only what the backend itself needs (an asyncio future; nothing on trio).
 
 Waits are cancellable like any anyio checkpoint (a cancel scope cancels the parked task).
@@ -110,7 +110,7 @@ class _TrioParking(Parking):
 
 
 def parking() -> Parking:
-    """A :class:`Parking` for the event loop running in this thread (asyncio or trio)."""
+    """A ``Parking`` for the event loop running in this thread (asyncio or trio)."""
     try:
         return _AsyncioParking(asyncio.get_running_loop())
     except RuntimeError:  # not asyncio, so trio (the only other anyio backend)

@@ -1,6 +1,6 @@
 """The producer side of one stream, as its consumer (the driver, ``Stream.value``) sees it.
 
-A :class:`Producer` ties a source adapter to the bounded frame queue and the lifecycle, and
+A ``Producer`` ties a source adapter to the bounded frame queue and the lifecycle, and
 knows the response head. Its public names are the whole seam between a Stream and the
 driver: the driver never reaches further in.
 """

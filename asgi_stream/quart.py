@@ -1,8 +1,8 @@
 """Quart integration: call ``init_app(app)`` once, then a view may ``return Stream(...)``.
 
 Quart turns a view's return value into a Response and rejects any other type, so a Stream
-never reaches the middleware on its own: :func:`init_app` wraps ``app.asgi_app`` in
-:class:`StreamMiddleware` and ``make_response`` so that a Stream (alone or in Quart's tuple
+never reaches the middleware on its own: ``init_app`` wraps ``app.asgi_app`` in
+``StreamMiddleware`` and ``make_response`` so that a Stream (alone or in Quart's tuple
 forms) is handed over and replaced by an empty stand-in response, which Quart's hooks see as
 usual. The guide: ``docs/frameworks/quart.md``.
 """
@@ -31,10 +31,10 @@ _HOOKED = "asgi_stream.make_response"
 def init_app(
     app: Quart, *, ping: float | None = DEFAULT_PING, max_buffer: int = DEFAULT_MAX_BUFFER
 ) -> StreamMiddleware:
-    """Let the views of ``app`` (and its blueprints) return a :class:`Stream`.
+    """Let the views of ``app`` (and its blueprints) return a ``Stream``.
 
     ``ping`` and ``max_buffer`` are the defaults for the app's streams (see
-    :class:`StreamMiddleware`). Returns the middleware: ``await middleware.shutdown()`` ends
+    ``StreamMiddleware``). Returns the middleware: ``await middleware.shutdown()`` ends
     the live streams (do it before the server stops, e.g. in hypercorn's shutdown trigger).
     """
     if not isinstance(app, Quart):
@@ -50,8 +50,8 @@ def init_app(
 
 
 def accept_streams(app: Quart) -> None:
-    """Only the ``make_response`` half of :func:`init_app`, for an app whose ``asgi_app``
-    is wrapped in :class:`StreamMiddleware` some other way. Idempotent."""
+    """Only the ``make_response`` half of ``init_app``, for an app whose ``asgi_app``
+    is wrapped in ``StreamMiddleware`` some other way. Idempotent."""
     if app.extensions.get(_HOOKED):
         return
     make_response = app.make_response
@@ -104,7 +104,7 @@ def _split(result: object) -> tuple[Stream, Any, Any] | None:
 def _adapt(app: object) -> None:
     """The plain wiring, ``app.asgi_app = StreamMiddleware(app.asgi_app)``, works too once
     this module is imported: the middleware hands us its app, and a Quart app's bound
-    ``asgi_app`` gets :func:`accept_streams`."""
+    ``asgi_app`` gets ``accept_streams``."""
     owner = getattr(app, "__self__", None)
     if isinstance(owner, Quart):
         accept_streams(owner)

@@ -2,7 +2,7 @@
 
 Wire ``app = StreamMiddleware(Starlette(...))`` (or ``FastAPI()``) outermost, and keep the
 instance (``active``, ``shutdown()``). Starlette runs a returned Stream as an ASGI app inside
-its stack; FastAPI needs this module's :class:`Stream` (also a Starlette ``Response``), and once
+its stack; FastAPI needs this module's ``Stream`` (also a Starlette ``Response``), and once
 this module is imported a plain ``asgi_stream.Stream`` returned from a FastAPI endpoint raises
 a ``TypeError`` naming it, instead of becoming JSON. The guide:
 ``docs/frameworks/starlette.md`` and ``docs/frameworks/fastapi.md``.
@@ -42,10 +42,10 @@ class _MediaType:
 
 
 class Stream(core.Stream, Response):
-    """An :class:`asgi_stream.Stream` that is also a Starlette ``Response``.
+    """An ``asgi_stream.Stream`` that is also a Starlette ``Response``.
 
     Return it from a FastAPI endpoint (or a Starlette route). It takes the arguments of
-    :class:`asgi_stream.Stream` plus ``background``, and offers what Starlette and FastAPI use
+    ``asgi_stream.Stream`` plus ``background``, and offers what Starlette and FastAPI use
     on a response: ``status_code`` (the same as ``status``), ``headers`` and ``raw_headers``
     (the Stream's own headers, live: the streaming defaults are added when it is sent unless
     set here), ``set_cookie``/``delete_cookie``, ``media_type`` and ``background``, which runs

@@ -1,6 +1,6 @@
 """``Stream``: the object a handler builds and returns.
 
-A thin public face over the producer side (:mod:`asgi_stream.producer`): it checks the
+A thin public face over the producer side (``asgi_stream.producer``): it checks the
 arguments, encodes what ``send`` is given, and, being an ASGI application, hands itself to
 the driver. Everything it shares with the driver goes through ``Stream.producer``.
 """

@@ -4,7 +4,7 @@ On SIGINT/SIGTERM uvicorn stops accepting and waits for each open response to fi
 the lifespan's shutdown. An endless stream never finishes: plain ``uvicorn module:app`` waits
 for it forever, or, with ``--timeout-graceful-shutdown``, cancels it mid-event when the
 timeout expires (the client sees a truncated body). ``graceful(app)`` makes uvicorn's shutdown,
-in this process, first call :meth:`StreamMiddleware.shutdown`: every stream gets
+in this process, first call ``StreamMiddleware.shutdown``: every stream gets
 ``on_close("shutdown")`` and its final frame, and uvicorn has nothing left to wait for::
 
     # myapp.py

@@ -25,3 +25,28 @@ def test_quick_start_is_two_commands_that_exist() -> None:
     assert "demo)" in run and "test)" in run and (ROOT / "examples" / "demo.py").is_file()
     ci = (ROOT / ".ci" / "run").read_text()
     assert ci.rstrip().endswith("./run test")  # CI runs the README's test command
+
+
+@pytest.mark.anyio
+async def test_the_four_modes_example_serves_its_routes() -> None:
+    """The four-modes app runs as written: a lifespan scope is passed over, the value-based
+    route is fed from a thread, the automatic one from a generator."""
+    from tests.peer import Peer
+
+    (block,) = [b for b in BLOCKS if "def progress(" in b]
+    namespace: dict[str, object] = {"__name__": "readme"}
+    exec(compile(block, "README.md four modes", "exec"), namespace)
+    app = namespace["app"]
+    lifespan = Peer()
+    lifespan.scope = {"type": "lifespan", "asgi": {"version": "3.0"}}
+    await app(lifespan.scope, lifespan.receive, lifespan.send)  # type: ignore[operator]
+    for path, expected in [
+        ("/reply", b"data: Streaming\n\ndata: made\n\ndata: boring.\n\n"),
+        (
+            "/progress",
+            b"".join(b'event: progress\ndata: {"percent":%d}\n\n' % n for n in range(0, 101, 25)),
+        ),
+    ]:
+        peer = Peer(path=path)
+        await app(peer.scope, peer.receive, peer.send)  # type: ignore[operator]
+        assert (peer.status, peer.body) == (200, expected), path
