@@ -128,17 +128,16 @@ class Subscription(Source):
         elif queue.reason is None:
             queue.offer(frame)  # (dropped if it fell max_buffer behind)
 
-    def lost(self, frame: bytes) -> bool:
+    def lost(self, frame: bytes) -> None:
         """The history this subscriber followed is lost: the reset event, before the rest;
         for one still reading the history, after what the read returns (unless that read
-        was already answered by the store as it is now: not resumed, so a reset of its own).
-        Whether the reset event was sent now."""
+        was already answered by the store as it is now: not resumed, so a reset of its own)."""
         if self.merging is not None:
             self.lost_while_reading = frame
-            return False
+            return
         self.seen = None
         self.put(frame)
-        return True
+        self.channel.resets += 1
 
     def end(self, *, leaving: bool = False) -> None:
         """The topic ended (``close``), or the channel is leaving (``leaving``): the stream
@@ -326,7 +325,8 @@ class Channel:
         if lost is not None:
             earliest = entries[0].id if entries and entries[0].frame is not None else None
             reset = self.reset_frame(lost, earliest, entries)
-            self.resets += sum(subscriber.lost(reset) for subscriber in subscribers)
+            for subscriber in subscribers:
+                subscriber.lost(reset)
         for entry in entries:
             for subscriber in subscribers:
                 subscriber.take(entry)

@@ -40,7 +40,7 @@ from hypercorn.config import Config
 
 from asgi_stream import Stream, StreamMiddleware
 from asgi_stream.hypercorn import serve
-from tests.conftest import _free_port, _wait_listening, stream_app
+from tests.conftest import _free_port, _wait_listening, answer_lifespan, stream_app
 from tests.helpers import Record, track
 from tests.reliability.clients import H1, H2, server_process
 
@@ -227,9 +227,7 @@ async def test_serve_returns_with_a_plain_response_stuck_on_a_stalled_client(
 
     async def download(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            for step in ("startup", "shutdown"):
-                await receive()
-                await send({"type": f"lifespan.{step}.complete"})
+            await answer_lifespan(receive, send)
             return
         await send({"type": "http.response.start", "status": 200, "headers": []})
         sending.set()
